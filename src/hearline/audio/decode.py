@@ -1,0 +1,159 @@
+"""Any audio or video file in, 16 kHz mono float32 out, through PyAV (no ffmpeg binary needed).
+
+Every failure surfaces as :class:`AudioDecodeError` with a message that names the problem, so the
+REST layer can answer 400 with it verbatim and the CLI can print it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from os import PathLike
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+from hearline.engines.base import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+Source = str | PathLike[str] | bytes | bytearray | BinaryIO
+
+
+class AudioDecodeError(ValueError):
+    """The input could not be turned into audio samples."""
+
+
+def decode_audio(
+    source: Source,
+    sample_rate: int = SAMPLE_RATE,
+    split_stereo: bool = False,
+) -> np.ndarray:
+    """Decode the first audio stream of ``source``.
+
+    Returns a float32 array of shape ``(n,)``; with ``split_stereo`` a ``(channels, n)`` array with each
+    channel kept apart (a mono input gives one row), for per-speaker transcription of stereo calls.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise AudioDecodeError("the audio file is empty")
+        source = io.BytesIO(bytes(source))
+    elif hasattr(source, "seek") and hasattr(source, "tell"):
+        _reject_empty_stream(source)  # type: ignore[arg-type]
+
+    try:
+        container = av.open(source, mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise AudioDecodeError("the file is not a recognised audio or video format") from exc
+    except (av.error.FFmpegError, OSError) as exc:
+        raise AudioDecodeError(f"could not open the audio file: {_describe(exc)}") from exc
+
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError("the file has no audio stream")
+        stream = container.streams.audio[0]
+        channels = stream.codec_context.channels or 1
+        layout = "stereo" if split_stereo and channels >= 2 else "mono"
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        errors = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as exc:
+                    # A damaged packet mid-file: skip it, as players do, but not forever.
+                    errors += 1
+                    logger.debug("skipping undecodable packet: %s", exc)
+                    if errors > 50 and not chunks:
+                        raise AudioDecodeError(f"the audio data is corrupt: {_describe(exc)}") from exc
+                    continue
+                for frame in frames:
+                    frame.pts = None
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise AudioDecodeError(f"the audio data is corrupt: {_describe(exc)}") from exc
+            logger.info("audio ends early (%s); keeping the %d decoded frames", _describe(exc), len(chunks))
+
+    if not chunks:
+        raise AudioDecodeError("the file contains no decodable audio")
+    data = np.concatenate(chunks, axis=1)
+    if layout == "stereo":
+        # packed interleaved float: shape (1, n*2) -> (2, n)
+        return np.ascontiguousarray(data.reshape(-1, 2).T, dtype=np.float32)
+    audio = np.ascontiguousarray(data.reshape(-1), dtype=np.float32)
+    return audio[np.newaxis, :] if split_stereo else audio
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    """Little-endian signed 16-bit PCM bytes to float32 in [-1, 1)."""
+    if len(data) % 2:
+        raise AudioDecodeError("PCM16 data must have an even number of bytes")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(audio: np.ndarray) -> bytes:
+    clipped = np.clip(audio, -1.0, 32767.0 / 32768.0)
+    return (clipped * 32768.0).astype("<i2").tobytes()
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling of a mono float32 block (FFT-free linear-phase polyphase via PyAV).
+
+    Used for raw PCM arriving at other rates (OpenAI Realtime sends 24 kHz).  Callers that stream
+    should keep one :class:`StreamResampler` instead so filter state carries across blocks.
+    """
+    if from_rate == to_rate:
+        return audio.astype(np.float32, copy=False)
+    resampler = StreamResampler(from_rate, to_rate)
+    return np.concatenate([resampler.push(audio), resampler.flush()])
+
+
+class StreamResampler:
+    """Stateful resampler for a stream of mono float32 blocks."""
+
+    def __init__(self, from_rate: int, to_rate: int = SAMPLE_RATE) -> None:
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        if self.from_rate == self.to_rate:
+            return audio.astype(np.float32, copy=False)
+        if audio.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = self.from_rate
+        return self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        if self.from_rate == self.to_rate:
+            return np.zeros(0, dtype=np.float32)
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+
+
+def _reject_empty_stream(stream: BinaryIO) -> None:
+    position = stream.tell()
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(position)
+    if size == 0:
+        raise AudioDecodeError("the audio file is empty")
+
+
+def _describe(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.strip() or type(exc).__name__

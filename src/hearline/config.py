@@ -1,0 +1,128 @@
+"""One Settings object for the whole process.
+
+Precedence (lowest to highest): built-in defaults < config file (TOML or YAML) < environment
+(``HEARLINE_*``) < explicit keyword arguments (the CLI passes its flags this way).  Keeping a single
+object means every module reads the same values and tests can build isolated servers cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+def default_data_dir() -> Path:
+    """XDG data directory; models and the models.yaml registry live here."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hearline"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEARLINE_", extra="ignore", validate_default=True)
+
+    # -- where a config file may come from (only read through env or the constructor) --
+    config_file: Path | None = None
+
+    # -- network --
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    stt_port: int | None = None
+    vosk_port: int | None = None
+    captions_port: int | None = None
+
+    # -- models --
+    model: str | None = None  # None: the bundled default (PocketSphinx) unless another is installed
+    language: str | None = None  # None or "auto": detect
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "default"
+    threads: int = 0  # 0: let the engine choose
+    model_dir: Path = Field(default_factory=lambda: default_data_dir() / "models")
+    offline: bool = False
+    memory_budget_mb: int = 8192
+    idle_unload_s: float = 0.0  # 0: never unload idle models
+
+    # -- inference scheduling --
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    max_concurrency_per_model: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    max_queue_per_model: int = 16
+
+    # -- REST --
+    max_upload_mb: float = 200.0
+
+    # -- live --
+    pcm_input: bool = False
+    vad_silence_ms: int = 500
+    max_utterance_s: float = 15.0
+    ping_interval_s: float = 15.0
+
+    log_level: str = "info"
+
+    @field_validator("language")
+    @classmethod
+    def _auto_is_none(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in {"", "auto"}:
+            return None
+        return value.strip()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def data_dir(self) -> Path:
+        return self.model_dir.parent
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path(init_settings, env_settings)
+        if path is not None:
+            if path.suffix.lower() in {".yaml", ".yml"}:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            else:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings, dropping ``None`` overrides so unset CLI flags do not mask lower layers."""
+        return cls(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def _config_path(*sources: PydanticBaseSettingsSource) -> Path | None:
+    for source in sources:
+        value = source().get("config_file")
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            return path
+    return None

@@ -1,0 +1,168 @@
+"""The one interface every recognizer sits behind.
+
+Engines take 16 kHz mono float32 audio and return plain data.  They know nothing about HTTP,
+WebSockets or sessions; adapters know nothing about engines beyond this module.  Engine methods are
+blocking and CPU-bound: callers run them in the model pool's worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+Task = Literal["transcribe", "translate"]
+
+
+class EngineError(RuntimeError):
+    """An engine could not do what was asked (bad option for this engine, runtime failure)."""
+
+
+class UnsupportedOption(EngineError):
+    """The request asks for something this engine cannot do (e.g. translate with an English-only model)."""
+
+
+class ModelFilesMissing(EngineError):
+    """The model's files are not on disk; the message names what is expected."""
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    temperature: float | None = None
+    tokens: list[int] = field(default_factory=list)
+    seek: int = 0
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list[Segment]
+    language: str | None
+    language_probability: float | None
+    duration: float
+
+    @property
+    def words(self) -> list[Word]:
+        return [word for segment in self.segments for word in segment.words]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None  # ISO-639-1; None means detect
+    task: Task = "transcribe"
+    prompt: str | None = None
+    temperature: float = 0.0  # 0: engine default with fallback where the engine has one
+    beam_size: int = 5
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    hotwords: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; the live pipeline and the API choose behaviour from this, not from names."""
+
+    languages: frozenset[str] | None = None  # None: multilingual (anything the model knows)
+    translate: bool = False
+    native_streaming: bool = False  # open_stream() gives incremental partials
+    word_timestamps: bool = True
+    language_detection: bool = False
+
+
+SegmentCallback = Callable[[Segment], None]
+
+
+class EngineStream(ABC):
+    """Incremental recognition of one utterance at a time (engines with native streaming only)."""
+
+    @abstractmethod
+    def accept(self, audio: np.ndarray) -> None:
+        """Feed more 16 kHz float32 samples of the current utterance."""
+
+    @abstractmethod
+    def partial(self) -> str:
+        """Best hypothesis so far for the current utterance."""
+
+    @abstractmethod
+    def finish(self) -> Transcript:
+        """End the current utterance and return its final result; the stream is ready for the next one.
+
+        Times in the returned transcript are relative to the start of the utterance.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources held by the stream."""
+
+
+class Engine(ABC):
+    """A loaded model."""
+
+    #: engine family, e.g. "pocketsphinx", "faster-whisper"
+    kind: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        on_segment: SegmentCallback | None = None,
+    ) -> Transcript:
+        """Transcribe a whole clip.  ``on_segment`` is called (in this thread) as each segment completes."""
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        raise UnsupportedOption(f"model {self.name!r} ({self.kind}) has no native streaming")
+
+    def memory_bytes(self) -> int:
+        """Rough resident size, for the pool's memory budget."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Reject options this engine cannot honour, with a message a user can act on."""
+        caps = self.capabilities
+        if options.task == "translate" and not caps.translate:
+            raise UnsupportedOption(f"model {self.name!r} cannot translate; use a multilingual Whisper model")
+        if (
+            options.language
+            and caps.languages is not None
+            and options.language.split("-")[0].lower() not in caps.languages
+        ):
+            supported = ", ".join(sorted(caps.languages))
+            raise UnsupportedOption(
+                f"model {self.name!r} does not support language {options.language!r} (supported: {supported})"
+            )
+
+
+def join_text(parts: list[str]) -> str:
+    """Join segment texts the way Whisper does: segments carry their own leading space."""
+    return "".join(parts).strip()

@@ -1,0 +1,76 @@
+"""The application factory: one pool, one settings object, every protocol's router.
+
+Nothing is created at import time; ``create_app`` builds everything so tests and extra listeners
+(``--stt-port``, ``--vosk-port``, ``--captions-port``) can share one model pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from hearline import __version__
+from hearline.config import Settings
+from hearline.models.pool import ModelPool
+from hearline.server import asr_ws, captions, openai_rest, realtime_ws, stt_ws, vosk_ws, web
+from hearline.server.errors import install_error_handlers
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_ROUTERS = (openai_rest, asr_ws, stt_ws, realtime_ws, vosk_ws, captions, web)
+
+
+def create_app(settings: Settings | None = None, pool: ModelPool | None = None, preload: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    owns_pool = pool is None
+    pool = pool or ModelPool(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_preload(pool)) if preload else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for hook in app.state.shutdown_hooks:
+                await hook()
+            if owns_pool:
+                await pool.close()
+
+    app = FastAPI(title="Hearline", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.shutdown_hooks = []
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=True,
+        )
+    install_error_handlers(app)
+    for module in PROTOCOL_ROUTERS:
+        app.include_router(module.router)
+    return app
+
+
+async def _preload(pool: ModelPool) -> None:
+    """Load the default model in the background; /health answers "loading" until it is ready."""
+    try:
+        engine = await pool.get(None)
+    except Exception:
+        logger.exception("could not load the default model; requests naming another model still work")
+        return
+    if engine.kind == "pocketsphinx":
+        logger.info("default model: bundled PocketSphinx (English); no other model is configured")
+    else:
+        logger.info("default model: %s (%s)", engine.name, engine.kind)

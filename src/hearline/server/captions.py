@@ -1,0 +1,5 @@
+"""Placeholder router; the protocol lands here."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -120,3 +120,76 @@ def running_server(settings: Settings | None = None, **overrides: Any) -> Iterat
         yield server
     finally:
         server.stop()
+
+
+class PulseDaemon:
+    """A private PulseAudio daemon (own runtime dir and socket) with one null sink, for capture tests.
+
+    Runs in the foreground under our own pid (never ``-D``) so it is stopped by pid, never by name, and
+    ignores the user's config (``-n``: no default.pa; HOME points into the runtime dir).
+    """
+
+    def __init__(self, runtime_dir: Path, sink: str = "speakers") -> None:
+        import subprocess
+
+        self.dir = Path(runtime_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "native"
+        self.server = f"unix:{self.socket}"
+        self.sink = sink
+        self.env = {
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "HOME": str(self.dir),
+            "PULSE_RUNTIME_PATH": str(self.dir),
+            "PULSE_STATE_PATH": str(self.dir),
+            "XDG_CONFIG_HOME": str(self.dir),
+        }
+        self.log = open(self.dir / "pulse.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                "pulseaudio", "-n", "--daemonize=no", "--system=false", "--exit-idle-time=-1", "--disallow-exit",
+                "--disable-shm", "--log-target=stderr", "--use-pid-file=false",
+                f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+                f"--load=module-null-sink sink_name={sink} rate=48000",
+                "--load=module-always-sink",
+            ],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pulseaudio exited: {(self.dir / 'pulse.log').read_text()[-2000:]}")
+            if self.socket.exists() and self.run_pactl("info", check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("pulseaudio did not come up")
+            time.sleep(0.05)
+
+    def run_pactl(self, *args: str, check: bool = True) -> Any:
+        import subprocess
+
+        return subprocess.run(
+            ["pactl", f"--server={self.server}", *args], capture_output=True, text=True, check=check, timeout=30
+        )
+
+    def pactl(self, *args: str) -> str:
+        return str(self.run_pactl(*args).stdout).strip()
+
+    def play(self, path: Path, device: str | None = None) -> Any:
+        """Start playing a file into a sink (real time); returns the ``paplay`` process."""
+        import subprocess
+
+        return subprocess.Popen(
+            ["paplay", f"--server={self.server}", f"--device={device or self.sink}", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - any failure to stop politely ends in kill
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     offline: bool = False
     memory_budget_mb: int = 8192
     idle_unload_s: float = 0.0  # 0: never unload idle models
+    auto_download: bool = True  # fetch a missing catalog/models.yaml model on first use (never when offline)
+    models_file: Path | None = None  # the models.yaml registry; None: <data dir>/models.yaml
 
     # -- inference scheduling --
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
@@ -68,6 +70,19 @@ class Settings(BaseSettings):
     vad_silence_ms: int = 500
     max_utterance_s: float = 15.0
     ping_interval_s: float = 15.0
+
+    # -- captions (seed 000: /start /stop /events) and capture --
+    pulse_server: str | None = None  # PulseAudio/PipeWire server for capture; None: the session default
+    capture_stall_s: float = 10.0  # a capture that delivers no audio this long counts as a lost device
+    capture_retry_max_s: float = 10.0  # reconnect backoff ceiling after a lost device
+    captions_backlog: int = 500  # events kept for Last-Event-ID resumption
+    captions_subscriber_queue: int = 256  # events buffered per SSE subscriber before it is dropped as too slow
+    translator: Literal["auto", "whisper", "ctranslate2", "libretranslate", "openai", "none"] = "auto"
+    translate_url: str | None = None  # LibreTranslate base URL or OpenAI-compatible base URL (…/v1)
+    translate_api_key: str | None = None
+    translate_model: str | None = None  # CTranslate2 model directory, or the chat model name for "openai"
+    translate_timeout_s: float = 30.0
+    translate_queue: int = 32  # finals waiting for translation before the oldest is skipped
 
     log_level: str = "info"
 

@@ -29,11 +29,11 @@ class UnknownLanguage(ValueError):
 class Language:
     code: str
     name: str
-    displayName: str | None  # noqa: N815 - wire name from the seed table
-    whisperCode: str | None  # noqa: N815
-    whisperPrompt: str | None  # noqa: N815
-    bingCode: str | None  # noqa: N815
-    googleCode: str | None  # noqa: N815
+    displayName: str | None
+    whisperCode: str | None
+    whisperPrompt: str | None
+    bingCode: str | None
+    googleCode: str | None
 
     def as_dict(self) -> dict[str, str | None]:
         return dict(self.__dict__)

@@ -1,22 +1,30 @@
 """The bundled English recognizer: PocketSphinx with the en-us model that ships inside its wheel.
 
-It needs no download, which is why it is the default.  A ``Decoder`` is stateful and not thread-safe
-and costs ~90 MB, so decoders are leased from a small bounded pool: offline calls hold one for the
-call, live streams hold one only while an utterance is open.
+It needs no download, which is why it is the default.  A PocketSphinx ``Decoder`` is stateful, costs
+~90 MB and holds the GIL for the whole of each call, so every decoder lives in its own worker process
+(:mod:`hearline.engines.pocketsphinx_worker`) and is leased from a small bounded pool: offline calls
+hold one for the call, live streams hold one only while an utterance is open.  The thread that waits
+on a worker's pipe releases the GIL, so the event loop and other sessions keep running.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hearline.audio.decode import float_to_pcm16
+from hearline.engines import pocketsphinx_worker
 from hearline.engines.base import (
     SAMPLE_RATE,
     Capabilities,
@@ -26,19 +34,19 @@ from hearline.engines.base import (
     ModelFilesMissing,
     Segment,
     SegmentCallback,
-    Transcript,
     TranscribeOptions,
+    Transcript,
     Word,
     join_text,
 )
 
 logger = logging.getLogger(__name__)
 
-FRAME_RATE = 100  # PocketSphinx frames per second
 # Offline audio is cut into utterances of at most this long at the quietest point nearby: PocketSphinx's
 # search and lattice grow with utterance length, and shorter utterances also decode more accurately.
 MAX_UTTERANCE_S = 20.0
 PAUSE_SPLIT_S = 0.5  # a pause this long between words starts a new output segment
+WORKER_MEMORY = 200 * 1024 * 1024  # resident size of one worker process with its decoders
 _CAPS = Capabilities(
     languages=frozenset({"en"}),
     translate=False,
@@ -54,30 +62,92 @@ def bundled_model_dir() -> Path:
     return Path(pocketsphinx.get_model_path()) / "en-us"
 
 
+class DecoderProcess:
+    """One decoder in a child process, driven synchronously over pipes (one caller at a time)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hearline.engines.pocketsphinx_worker",
+                 str(to_child_r), str(from_child_w), str(model_dir)],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._send_conn = Connection(to_child_w, readable=False)
+        self._recv_conn = Connection(from_child_r, writable=False)
+        self._expect(self._recv())
+
+    def call(self, command: str, *args: Any) -> Any:
+        try:
+            self._send_conn.send((command, *args))
+        except (BrokenPipeError, OSError) as exc:
+            raise EngineError(f"PocketSphinx worker is gone: {exc}") from exc
+        return self._expect(self._recv())
+
+    def _recv(self) -> tuple[str, Any]:
+        try:
+            return self._recv_conn.recv()
+        except (EOFError, OSError) as exc:
+            raise EngineError(f"PocketSphinx worker exited (code {self.process.poll()})") from exc
+
+    @staticmethod
+    def _expect(reply: tuple[str, Any]) -> Any:
+        status, value = reply
+        if status == "error":
+            raise EngineError(f"PocketSphinx failed: {value}")
+        return value
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        with suppress(BrokenPipeError, OSError):
+            self._send_conn.send(("close",))
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self._send_conn.close()
+        self._recv_conn.close()
+
+
 class PocketSphinxEngine(Engine):
     kind = "pocketsphinx"
 
-    def __init__(self, name: str = "pocketsphinx-en-us", model_dir: Path | None = None, max_decoders: int = 2):
+    def __init__(self, name: str = "pocketsphinx-en-us", model_dir: Path | None = None, max_decoders: int = 8):
         super().__init__(name)
-        import pocketsphinx
-
-        self._pocketsphinx = pocketsphinx
         self.model_dir = model_dir or bundled_model_dir()
         self._check_files()
-        self._max_decoders = max(1, max_decoders)
-        self._idle: queue.SimpleQueue = queue.SimpleQueue()
-        self._created = 0
+        self._max_decoders = max(2, max_decoders)
+        self._idle: queue.SimpleQueue[DecoderProcess] = queue.SimpleQueue()
+        self._workers: list[DecoderProcess] = []
         self._lock = threading.Lock()
         self._available = threading.Semaphore(self._max_decoders)
-        # Build one decoder up front so a broken install fails at load time, not on the first request.
-        self._idle.put(self._new_decoder())
+        # Start one worker up front so a broken install fails at load time, not on the first request.
+        self._idle.put(self._new_worker())
 
     @property
     def capabilities(self) -> Capabilities:
         return _CAPS
 
+    @property
+    def max_open_streams(self) -> int:
+        """Live utterances that may hold a decoder at once; one decoder stays free for offline work."""
+        return self._max_decoders - 1
+
+    @property
+    def leases_in_use(self) -> int:
+        return self._max_decoders - self._available._value  # type: ignore[attr-defined]
+
     def memory_bytes(self) -> int:
-        return self._created * 95 * 1024 * 1024
+        return len(self._workers) * WORKER_MEMORY
 
     def _check_files(self) -> None:
         expected = ["mdef", "means", "variances", "transition_matrices"]
@@ -88,31 +158,42 @@ class PocketSphinxEngine(Engine):
         if missing:
             raise ModelFilesMissing(f"PocketSphinx model in {self.model_dir} is missing: {', '.join(missing)}")
 
-    def _new_decoder(self):  # type: ignore[no-untyped-def]
-        decoder = self._pocketsphinx.Decoder(
-            hmm=str(self.model_dir / "en-us"),
-            lm=str(self.model_dir / "en-us.lm.bin"),
-            dict=str(self.model_dir / "cmudict-en-us.dict"),
-            samprate=SAMPLE_RATE,
-            loglevel="FATAL",
-        )
+    def _new_worker(self) -> DecoderProcess:
+        worker = DecoderProcess(self.model_dir)
         with self._lock:
-            self._created += 1
-        return decoder
+            self._workers.append(worker)
+        return worker
+
+    def _discard(self, worker: DecoderProcess) -> None:
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+        worker.stop()
 
     @contextmanager
-    def lease(self) -> Iterator[object]:
-        """Borrow a decoder; blocks while all ``max_decoders`` are in use."""
+    def lease(self) -> Iterator[DecoderProcess]:
+        """Borrow a decoder process; blocks while all ``max_decoders`` are in use."""
         self._available.acquire()
         try:
+            worker = None
+            while worker is None:
+                try:
+                    candidate = self._idle.get_nowait()
+                except queue.Empty:
+                    candidate = self._new_worker()
+                if candidate.alive:
+                    worker = candidate
+                else:
+                    self._discard(candidate)
+            healthy = False
             try:
-                decoder = self._idle.get_nowait()
-            except queue.Empty:
-                decoder = self._new_decoder()
-            try:
-                yield decoder
+                yield worker
+                healthy = True
             finally:
-                self._idle.put(decoder)
+                if healthy or worker.alive:
+                    self._idle.put(worker)
+                else:
+                    self._discard(worker)
         finally:
             self._available.release()
 
@@ -126,10 +207,10 @@ class PocketSphinxEngine(Engine):
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         duration = audio.size / SAMPLE_RATE
         segments: list[Segment] = []
-        with self.lease() as decoder:
+        with self.lease() as worker:
             for offset, chunk in split_long(audio):
-                words = _decode_utterance(decoder, chunk, offset / SAMPLE_RATE)
-                for segment in group_words(words, first_id=len(segments)):
+                raw = worker.call("decode", float_to_pcm16(chunk))
+                for segment in group_words(_words(raw, offset / SAMPLE_RATE), first_id=len(segments)):
                     segments.append(segment)
                     if on_segment is not None:
                         on_segment(segment)
@@ -146,101 +227,97 @@ class PocketSphinxEngine(Engine):
         return PocketSphinxStream(self)
 
     def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers), []
         while True:
             try:
                 self._idle.get_nowait()
             except queue.Empty:
                 break
+        for worker in workers:
+            worker.stop()
 
 
 class PocketSphinxStream(EngineStream):
-    """Native incremental decoding: a decoder is held only between the first sample and ``finish``."""
+    """Native incremental decoding for partials, and a full-utterance pass for the final.
+
+    Streaming decoding normalises cepstra with a running mean that starts from a generic prior, which
+    is poor on the first seconds of unusual channels; the final therefore re-decodes the whole
+    utterance (bounded by the live pipeline's maximum utterance length) exactly as offline
+    transcription does, so a final equals the offline result for the same audio.  The running mean
+    reached at the end of each utterance seeds the next one's partials.
+    """
 
     def __init__(self, engine: PocketSphinxEngine) -> None:
         self._engine = engine
-        self._lease = None
-        self._decoder = None
+        self._lease: Any = None
+        self._worker: DecoderProcess | None = None
         self._samples = 0
+        self._cmn: str | None = None
+        self._partial = ""
 
-    def _ensure(self):  # type: ignore[no-untyped-def]
-        if self._decoder is None:
-            self._lease = self._engine.lease()
-            self._decoder = self._lease.__enter__()
-            self._decoder.start_utt()
+    def _ensure(self) -> DecoderProcess:
+        if self._worker is None:
+            lease = self._engine.lease()
+            worker = lease.__enter__()
+            try:
+                worker.call("stream_start", self._cmn)
+            except BaseException:
+                lease.__exit__(None, None, None)
+                raise
+            self._lease, self._worker = lease, worker
             self._samples = 0
-        return self._decoder
+            self._partial = ""
+        return self._worker
 
     def accept(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
-        decoder = self._ensure()
-        decoder.process_raw(float_to_pcm16(audio), False, False)
+        worker = self._ensure()
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self._samples += audio.size
+        self._partial = _clean_text(worker.call("stream_accept", float_to_pcm16(audio)))
 
     def partial(self) -> str:
-        if self._decoder is None:
-            return ""
-        hyp = self._decoder.hyp()
-        return _clean_text(hyp.hypstr) if hyp is not None else ""
+        return self._partial if self._worker is not None else ""
 
     def finish(self) -> Transcript:
         duration = self._samples / SAMPLE_RATE
-        if self._decoder is None:
+        if self._worker is None:
             return Transcript("", [], "en", None, duration)
-        decoder = self._decoder
         try:
-            decoder.end_utt()
-            words = _words(decoder, 0.0)
+            cmn, raw = self._worker.call("stream_finish")
+            self._cmn = cmn or self._cmn
         finally:
             self._release()
-        segments = group_words(words)
+        segments = group_words(_words(raw, 0.0))
         return Transcript(join_text([s.text for s in segments]), segments, "en", None, duration)
 
     def _release(self) -> None:
-        lease, self._lease, self._decoder = self._lease, None, None
+        lease, self._lease, self._worker = self._lease, None, None
+        self._partial = ""
         if lease is not None:
             lease.__exit__(None, None, None)
 
     def close(self) -> None:
-        if self._decoder is not None:
+        if self._worker is not None:
             try:
-                self._decoder.end_utt()
-            except RuntimeError as exc:  # decoder already idle
-                logger.debug("end_utt on close: %s", exc)
+                self._worker.call("stream_abort")
+            except EngineError as exc:
+                logger.debug("stream_abort on close: %s", exc)
             self._release()
 
 
-def _decode_utterance(decoder, audio: np.ndarray, offset_s: float) -> list[Word]:  # type: ignore[no-untyped-def]
-    decoder.start_utt()
-    try:
-        decoder.process_raw(float_to_pcm16(audio), False, True)
-    finally:
-        decoder.end_utt()
-    return _words(decoder, offset_s)
-
-
-def _words(decoder, offset_s: float) -> list[Word]:  # type: ignore[no-untyped-def]
-    if decoder.hyp() is None:
-        return []
-    logmath = decoder.get_logmath()
-    words: list[Word] = []
-    for seg in decoder.seg():
-        token = seg.word
-        if token.startswith(("<", "[", "+")):
-            continue  # <s>, </s>, <sil>, [NOISE], ++fillers++
-        try:
-            probability = float(min(1.0, logmath.exp(seg.prob)))
-        except (OverflowError, ValueError, EngineError):
-            probability = None
-        words.append(
-            Word(
-                word=_clean_word(token),
-                start=round(offset_s + seg.start_frame / FRAME_RATE, 3),
-                end=round(offset_s + (seg.end_frame + 1) / FRAME_RATE, 3),
-                probability=probability,
-            )
+def _words(raw: list[pocketsphinx_worker.RawWord], offset_s: float) -> list[Word]:
+    return [
+        Word(
+            word=_clean_word(token),
+            start=round(offset_s + start, 3),
+            end=round(offset_s + end, 3),
+            probability=probability,
         )
-    return words
+        for token, start, end, probability in raw
+    ]
 
 
 def _clean_word(token: str) -> str:
@@ -306,5 +383,5 @@ def load(spec, settings):  # type: ignore[no-untyped-def]
     return PocketSphinxEngine(
         name=spec.name,
         model_dir=spec.path,
-        max_decoders=max(2, settings.max_concurrency_per_model),
+        max_decoders=max(8, 2 * settings.max_concurrency_per_model),
     )

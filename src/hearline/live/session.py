@@ -1,19 +1,54 @@
-"""LiveSession: PCM in, events out.  (Interface fixed; implementation lands with the live issue.)
+"""LiveSession: PCM in, events out.
 
 Every live protocol adapter (WhisperLiveKit /asr, port-8765 /stt, OpenAI Realtime, Vosk, captions)
 drives one of these and translates its events into its own wire format.
+
+Inside, two tasks per session and no threads of its own:
+
+* the *input* task takes pushed audio (already resampled to 16 kHz) from a bounded queue, scores it with
+  Silero VAD in a worker thread (whole blocks at once, not per window) and cuts it into utterances
+  (:mod:`hearline.live.segmenter`), all on the sample clock;
+* the *decoder* task turns the open utterance into partials and each closed utterance into a final
+  through a policy (:mod:`hearline.live.policies`), one ``ModelPool.run`` job at a time.  Audio that
+  arrives while a job runs is gathered and handled by the next job, so a session that falls behind
+  does fewer, bigger steps (newest audio wins) instead of queueing work; partial jobs may be refused
+  by a busy pool (``reject_when_full``), finals never are.
+
+Memory is bounded: the session holds at most a few utterances of audio (the input task waits when
+finals are pending, which makes ``push`` wait: backpressure) plus a short text history.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from hearline.engines.base import Word
-from hearline.models.pool import ModelPool
+from hearline.audio.decode import StreamResampler
+from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions, Word
+from hearline.live.policies import Policy, Result, choose_policy
+from hearline.live.segmenter import Audio, Begin, Drop, End, Segmenter
+from hearline.models.pool import ModelPool, ServerBusy
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INPUT_QUEUE_ITEMS = 64  # pushed blocks waiting for the input task (push awaits beyond this)
+INPUT_BACKLOG_S = 2.0  # ... or beyond this much queued audio, however it is cut into blocks
+EVENT_QUEUE_ITEMS = 256  # events waiting for the reader; partials and lag are dropped when full
+MAX_OPEN_UTTERANCES = 3  # closed-but-not-final utterances plus the open one
+MAX_BEHIND_S = 3.0  # audio segmented but not yet decoded before the input task waits (push then waits)
+LAG_EVERY_S = 1.0  # a Lag event per this much audio
+PARTIAL_RETRY_S = 0.1  # wait after the pool refused partial work
 
 
 @dataclass(frozen=True)
@@ -27,6 +62,7 @@ class LiveOptions:
     prefix_padding_ms: int = 300  # audio kept before detected speech onset
     max_utterance_s: float = 15.0  # forced split
     partial_interval_s: float = 0.5  # how often partial work is scheduled (re-decoding engines)
+    policy: Literal["auto", "native", "local_agreement"] = "auto"  # auto: from engine capabilities
 
 
 @dataclass(frozen=True)
@@ -79,6 +115,85 @@ class Error:
 Event = SpeechStarted | Partial | Final | Silence | Lag | Error
 
 
+class _End:
+    """Marks the end of the event stream."""
+
+
+_END = _End()
+_FLUSH = object()  # input queue: end of audio
+_WAKE = object()  # input queue: a command was queued while the input task was idle
+
+
+class _Utterance:
+    """Audio of one utterance that the decoder has not consumed yet, plus its bookkeeping."""
+
+    def __init__(self, utterance_id: int, start_sample: int, speech_sample: int, audio: np.ndarray) -> None:
+        self.id = utterance_id
+        self.start_sample = start_sample
+        self.speech_sample = speech_sample
+        self.end_sample: int | None = None
+        self.closed = False
+        self.dropped = False
+        self.begun = False  # the policy has been told (and may hold a stream slot)
+        self.fed = 0  # samples handed to the policy
+        self._chunks: deque[np.ndarray] = deque([audio])
+        self.pending = int(audio.size)
+
+    def add(self, audio: np.ndarray) -> None:
+        self._chunks.append(audio)
+        self.pending += int(audio.size)
+
+    def take(self) -> np.ndarray:
+        if not self._chunks:
+            return np.zeros(0, dtype=np.float32)
+        audio = self._chunks[0] if len(self._chunks) == 1 else np.concatenate(list(self._chunks))
+        self._chunks.clear()
+        self.pending = 0
+        return audio
+
+    def give_back(self, audio: np.ndarray) -> None:
+        if audio.size:
+            self._chunks.appendleft(audio)
+            self.pending += int(audio.size)
+
+
+# Engines whose streams hold a scarce resource while an utterance is open (PocketSphinx leases one of a
+# few decoders) get an async admission limit, so sessions wait on the event loop instead of blocking
+# pool workers on the engine's lease (which could starve the very jobs that release leases).
+_stream_slots: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stream_capacity(engine: Engine) -> int | None:
+    """How many of this engine's streams may have an utterance open at once (None: no limit).
+
+    PocketSphinx has ``max_decoders`` decoders shared by offline calls and live streams, and an offline
+    call takes its pool slot *before* it waits for a decoder.  If live utterances held every decoder,
+    offline calls could fill every pool slot while waiting for one, and the live jobs that would free
+    a decoder could never run.  So live streams leave one decoder to offline work.
+    """
+    value = getattr(engine, "max_open_streams", None)
+    if isinstance(value, int) and value > 0:
+        return value
+    decoders = getattr(engine, "_max_decoders", None)
+    if isinstance(decoders, int) and decoders > 0:
+        return max(1, decoders - 1)
+    return None
+
+
+def _slot_semaphore(engine: Engine) -> asyncio.Semaphore | None:
+    capacity = _stream_capacity(engine)
+    if capacity is None:
+        return None
+    loop = asyncio.get_running_loop()
+    entry = _stream_slots.get(engine)
+    if entry is None or entry[0] is not loop:
+        entry = (loop, asyncio.Semaphore(capacity))
+        _stream_slots[engine] = entry
+    return entry[1]
+
+
 class LiveSession:
     """One live stream of audio.
 
@@ -92,33 +207,428 @@ class LiveSession:
         session.discard()                     # optional: drop the open utterance (Realtime clear)
         await session.flush()                 # end of audio: every pending final is emitted, then events() ends
         await session.close()                 # always, also on client disconnect; idempotent
+
+    Events: ``SpeechStarted`` when VAD opens an utterance; ``Partial`` (whole open text) while it is
+    open; ``Silence`` when an endpoint is detected (speech end -> detection point, the "speech stopped"
+    moment); ``Final`` for every utterance that had a ``SpeechStarted`` and was not discarded (text may
+    be empty: adapters skip those if their protocol has no empty results); ``Lag``
+    about once per second of audio; ``Error`` when a job fails (the session goes on unless ``fatal``).
     """
 
     def __init__(self, pool: ModelPool, model: str | None = None, options: LiveOptions | None = None) -> None:
-        raise NotImplementedError
+        self.pool = pool
+        self.model = model
+        self.options = options or LiveOptions()
+        self.engine: Engine | None = None
+        self._input: asyncio.Queue[Any] = asyncio.Queue(maxsize=INPUT_QUEUE_ITEMS)
+        self._events: asyncio.Queue[Any] = asyncio.Queue(maxsize=EVENT_QUEUE_ITEMS)
+        self._commands: deque[tuple[int, str]] = deque(maxlen=64)  # (sample position, "end" | "discard")
+        self._resampler: StreamResampler | None = None
+        self._received = 0  # samples (16 kHz) pushed
+        self._queued = 0  # samples pushed but not yet taken by the input task
+        self._space = asyncio.Event()  # push: the input backlog shrank
+        self._consumed = 0  # samples through VAD and segmentation
+        self._processed = 0  # samples whose text is out (partial or final)
+        self._next_lag = int(LAG_EVERY_S * SAMPLE_RATE)
+        self._utts: deque[_Utterance] = deque()
+        self._wake = asyncio.Event()  # decoder: something to do
+        self._room = asyncio.Event()  # input: the decoder caught up enough
+        self._drained = asyncio.Event()  # decoder: flushing and nothing left
+        self._flushing = False
+        self._started = False
+        self._closed = False
+        self._ended = False
+        self._policy: Policy | None = None
+        self._vad: Any = None
+        self._segmenter: Segmenter | None = None
+        self._slot: asyncio.Semaphore | None = None
+        self._holding_slot = False
+        self._input_waiting = False  # the input task waits for the decoder (backpressure)
+        self._jobs: set[asyncio.Future[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_lag = 0.0
 
+    # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        raise NotImplementedError
+        if self._started:
+            raise RuntimeError("session already started")
+        engine = await self.pool.get(self.model)
+        opts = self.options
+        transcribe_options = TranscribeOptions(language=opts.language, task=opts.task, prompt=opts.prompt)
+        engine.check_options(transcribe_options)
+        loop = asyncio.get_running_loop()
+        if opts.vad:
+            from hearline.audio.vad import VADStream
+
+            self._vad = await loop.run_in_executor(None, VADStream)
+        self._segmenter = Segmenter(
+            threshold=opts.vad_threshold,
+            silence_ms=opts.silence_ms,
+            prefix_padding_ms=opts.prefix_padding_ms,
+            max_utterance_s=opts.max_utterance_s,
+            use_vad=opts.vad,
+        )
+        self._policy = choose_policy(engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy)
+        self._slot = _slot_semaphore(engine) if self._policy.needs_lease else None
+        self.engine = engine
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._input_loop(), name="live-input"),
+            asyncio.create_task(self._decoder_loop(), name="live-decoder"),
+        ]
 
     async def push(self, audio: np.ndarray, sample_rate: int = 16000) -> None:
-        raise NotImplementedError
+        if not self._started:
+            raise RuntimeError("call start() before push()")
+        if self._closed or self._flushing:
+            logger.debug("audio pushed after flush/close ignored")
+            return
+        samples = np.asarray(audio)
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        samples = samples.astype(np.float32, copy=False).reshape(-1)
+        if sample_rate != SAMPLE_RATE:
+            if self._resampler is None or self._resampler.from_rate != sample_rate:
+                tail = self._resampler.flush() if self._resampler is not None else None
+                if tail is not None and tail.size:
+                    await self._enqueue(tail)
+                self._resampler = StreamResampler(sample_rate, SAMPLE_RATE)
+            samples = self._resampler.push(samples)
+        if samples.size:
+            await self._enqueue(samples)
+
+    async def _enqueue(self, samples: np.ndarray) -> None:
+        while self._queued > INPUT_BACKLOG_S * SAMPLE_RATE and not self._closed:
+            self._space.clear()
+            await self._space.wait()
+        if self._closed:
+            return
+        self._received += int(samples.size)
+        self._queued += int(samples.size)
+        await self._input.put(samples)
 
     def end_utterance(self) -> None:
-        raise NotImplementedError
+        self._command("end")
 
     def discard(self) -> None:
-        raise NotImplementedError
+        self._command("discard")
+
+    def _command(self, kind: str) -> None:
+        if not self._started or self._closed or self._flushing:
+            return
+        self._commands.append((self._received, kind))
+        with contextlib.suppress(asyncio.QueueFull):
+            self._input.put_nowait(_WAKE)
 
     async def flush(self) -> None:
-        raise NotImplementedError
+        if not self._started or self._closed:
+            return
+        if not self._flushing:
+            if self._resampler is not None:
+                tail = self._resampler.flush()
+                if tail.size:
+                    await self._enqueue(tail)
+            self._flushing = True
+            await self._input.put(_FLUSH)
+        await asyncio.wait([self._tasks[0]])
 
     def events(self) -> AsyncIterator[Event]:
-        raise NotImplementedError
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while not self._ended:
+            event = await self._events.get()
+            if event is _END:
+                self._ended = True
+                return
+            yield event
 
     @property
     def audio_seconds(self) -> float:
         """Seconds of audio received so far (the session's sample clock)."""
-        raise NotImplementedError
+        return self._received / SAMPLE_RATE
+
+    @property
+    def lag_seconds(self) -> float:
+        """Seconds of received audio whose text is not out yet."""
+        return max(0.0, (self._received - self._processed_position()) / SAMPLE_RATE)
 
     async def close(self) -> None:
-        raise NotImplementedError
+        if self._closed:
+            return
+        self._closed = True
+        self._space.set()  # a push waiting on backpressure returns
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Worker threads cannot be interrupted: wait for any job still running before releasing the
+        # stream it uses.
+        if self._jobs:
+            await asyncio.gather(*self._jobs, return_exceptions=True)
+        policy, self._policy = self._policy, None
+        if policy is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, policy.close)
+            except Exception:
+                logger.exception("closing the live policy failed")
+        self._release_slot()
+        self._utts.clear()
+        while not self._input.empty():  # a push blocked on a full queue returns
+            self._input.get_nowait()
+        self._end_events()
+
+    def _end_events(self) -> None:
+        while True:
+            try:
+                self._events.put_nowait(_END)
+                return
+            except asyncio.QueueFull:
+                self._events.get_nowait()  # nobody is reading: make room for the end marker
+
+    # -- events --------------------------------------------------------------------------------
+    async def _emit(self, event: Event) -> None:
+        if isinstance(event, (Partial, Lag)):
+            try:
+                self._events.put_nowait(event)
+            except asyncio.QueueFull:
+                logger.debug("event queue full; dropping %s", event.type)
+            return
+        await self._events.put(event)
+
+    def _processed_position(self) -> int:
+        if self._utts:
+            head = self._utts[0]
+            return head.start_sample + head.fed
+        return self._consumed
+
+    # -- input task: VAD and segmentation ------------------------------------------------------
+    async def _input_loop(self) -> None:
+        try:
+            while True:
+                item = await self._input.get()
+                batch = [item]
+                while len(batch) < INPUT_QUEUE_ITEMS:
+                    try:
+                        batch.append(self._input.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                self._queued -= sum(int(entry.size) for entry in batch if isinstance(entry, np.ndarray))
+                self._space.set()
+                flush = False
+                parts: list[np.ndarray] = []
+                for entry in batch:
+                    if entry is _FLUSH:
+                        flush = True
+                        break
+                    if entry is _WAKE:
+                        continue
+                    if self._commands and self._commands[0][0] <= self._consumed + sum(p.size for p in parts):
+                        await self._process(parts)
+                        parts = []
+                        await self._apply_commands()
+                    parts.append(entry)
+                await self._process(parts)
+                await self._apply_commands()
+                if flush:
+                    await self._finish_input()
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("live session input failed")
+            await self._emit(Error(f"live transcription failed: {exc}", fatal=True))
+            self._end_events()
+
+    async def _process(self, parts: list[np.ndarray]) -> None:
+        if not parts:
+            return
+        audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        assert self._segmenter is not None
+        probs = None
+        if self._vad is not None:
+            probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.process, audio)
+        actions = self._segmenter.push(audio, probs)
+        self._consumed += int(audio.size)
+        for action in actions:
+            await self._handle(action)
+        if self._consumed >= self._next_lag:
+            self._next_lag = self._consumed + int(LAG_EVERY_S * SAMPLE_RATE)
+            self.last_lag = self.lag_seconds
+            await self._emit(Lag(round(self.last_lag, 3)))
+        # Backpressure: while the decoder is behind, stop taking input (push() then waits), so the
+        # session holds a few seconds of audio, not however much the client can send.
+        while not self._closed and (
+            len(self._utts) >= MAX_OPEN_UTTERANCES
+            or self._consumed - self._processed_position() > MAX_BEHIND_S * SAMPLE_RATE
+        ):
+            self._input_waiting = True
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self._input_waiting = False
+
+    async def _apply_commands(self) -> None:
+        assert self._segmenter is not None
+        while self._commands and self._commands[0][0] <= self._consumed:
+            _, kind = self._commands.popleft()
+            actions = self._segmenter.end("forced") if kind == "end" else self._segmenter.drop()
+            if self._vad is not None:
+                self._vad.skip_pending()  # the segmenter took (or dropped) the samples short of a window
+            for action in actions:
+                await self._handle(action)
+
+    async def _finish_input(self) -> None:
+        assert self._segmenter is not None
+        for action in self._segmenter.end("flush"):
+            await self._handle(action)
+        self._drained.clear()
+        self._wake.set()
+        await self._drained.wait()
+        self._end_events()
+
+    async def _handle(self, action: Begin | Audio | End | Drop) -> None:
+        if isinstance(action, Begin):
+            utt = _Utterance(action.utterance_id, action.start_sample, action.speech_sample, action.audio)
+            self._utts.append(utt)
+            await self._emit(SpeechStarted(action.utterance_id, round(action.speech_sample / SAMPLE_RATE, 3)))
+        elif isinstance(action, Audio):
+            if self._utts and not self._utts[-1].closed:
+                self._utts[-1].add(action.audio)
+        elif isinstance(action, End):
+            if self._utts and not self._utts[-1].closed:
+                utt = self._utts[-1]
+                utt.closed = True
+                utt.end_sample = action.speech_end_sample
+                if action.reason == "silence":
+                    await self._emit(
+                        Silence(
+                            round(action.speech_end_sample / SAMPLE_RATE, 3), round(action.at_sample / SAMPLE_RATE, 3)
+                        )
+                    )
+        elif isinstance(action, Drop) and self._utts and not self._utts[-1].closed:
+            self._utts[-1].dropped = True
+            self._utts[-1].closed = True
+        self._wake.set()
+
+    # -- decoder task: partials and finals -----------------------------------------------------
+    async def _decoder_loop(self) -> None:
+        assert self._policy is not None
+        policy = self._policy
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._utts:
+                    if not await self._step(policy, self._utts[0]):
+                        break
+                if self._flushing and not self._utts:
+                    self._drained.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("live session decoder failed")
+            await self._emit(Error(f"live transcription failed: {exc}", fatal=True))
+            self._end_events()
+
+    def _done_with_head(self) -> None:
+        utt = self._utts.popleft()
+        self._processed = utt.start_sample + utt.fed
+        self._room.set()
+
+    async def _step(self, policy: Policy, utt: _Utterance) -> bool:
+        """Do one job for the oldest utterance; False when there is nothing to do until more input."""
+        if utt.dropped:
+            if utt.begun:
+                await self._job(policy.discard, reject=False)
+                self._release_slot()
+            self._done_with_head()
+            return True
+        if not utt.begun:
+            if self._slot is not None and not self._holding_slot:
+                await self._slot.acquire()
+                self._holding_slot = True
+            policy.begin(utt.start_sample)
+            utt.begun = True
+        if utt.closed:
+            audio = utt.take()
+            try:
+                result = await self._job(policy.final, audio, reject=False)
+            except Exception as exc:
+                logger.exception("final decoding failed")
+                await self._emit(Error(f"transcription of an utterance failed: {exc}"))
+                result = Result(text="")
+            utt.fed += int(audio.size)
+            self._release_slot()
+            await self._emit_final(utt, result)
+            self._done_with_head()
+            return True
+        if utt.pending < policy.batch_samples:
+            return False
+        audio = utt.take()
+        try:
+            # A busy pool may refuse partial work, unless the input is waiting on it (then it is the
+            # only way forward and must queue like a final).
+            result = await self._job(policy.partial, audio, reject=not self._input_waiting)
+        except ServerBusy:
+            utt.give_back(audio)  # newer audio joins it; the next step decodes all of it
+            await asyncio.sleep(PARTIAL_RETRY_S)
+            return True
+        except Exception as exc:
+            logger.exception("partial decoding failed")
+            await self._emit(Error(f"partial transcription failed: {exc}"))
+            result = None
+        utt.fed += int(audio.size)
+        self._room.set()
+        # Emitted even if the utterance closed meanwhile (input ran ahead): it still precedes the final.
+        if result is not None and result.text:
+            start = round(utt.speech_sample / SAMPLE_RATE, 3)
+            await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
+        return True
+
+    async def _emit_final(self, utt: _Utterance, result: Result) -> None:
+        speech_start = utt.speech_sample / SAMPLE_RATE
+        speech_end = (utt.end_sample if utt.end_sample is not None else utt.start_sample + utt.fed) / SAMPLE_RATE
+        words = result.words
+        start = min(speech_start, words[0].start) if words else speech_start
+        end = max(speech_end, words[-1].end) if words else speech_end
+        language = result.language or self.options.language
+        await self._emit(Final(utt.id, result.text, round(start, 3), round(end, 3), list(words), language))
+
+    def _release_slot(self) -> None:
+        if self._holding_slot and self._slot is not None:
+            self._holding_slot = False
+            self._slot.release()
+
+    async def _job(self, fn: Callable[..., T], *args: Any, reject: bool) -> T:
+        """``pool.run(fn, *args)``, tracked so close() can wait for the worker thread to let go."""
+        assert self.engine is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        lock = threading.Lock()
+        state = ["pending"]
+
+        def mark_done() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def call() -> T:
+            with lock:
+                if state[0] == "cancelled":
+                    raise asyncio.CancelledError
+                state[0] = "running"
+            try:
+                return fn(*args)
+            finally:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(mark_done)
+
+        self._jobs.add(done)
+        done.add_done_callback(self._jobs.discard)
+        try:
+            return await self.pool.run(self.engine, call, reject_when_full=reject)
+        finally:
+            with lock:
+                if state[0] == "pending":  # never started (refused, or cancelled while waiting)
+                    state[0] = "cancelled"
+                    mark_done()

@@ -1,9 +1,11 @@
 """Loaded models and the worker threads that run them.
 
 One pool per process (created by the app factory, never at import).  It loads models lazily, one
-load at a time per model, evicts least-recently-used models over the memory budget, and bounds how
-many inference calls run and wait per model so overload turns into a clear "busy" answer instead of
-an unbounded queue.  Inference always runs in the pool's executor, never on the event loop.
+load at a time per model (a missing catalog model is downloaded first when online and allowed),
+evicts least-recently-used models over the memory budget, unloads models idle for
+``settings.idle_unload_s``, and bounds how many inference calls run and wait per model so overload
+turns into a clear "busy" answer instead of an unbounded queue.  Inference always runs in the pool's
+executor, never on the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, TypeVar
 
 from hearline.config import Settings
 from hearline.engines.base import Engine
-from hearline.models.resolve import ModelSpec, load_engine, resolve_model
+from hearline.models.download import DownloadError, DownloadManager, ModelNotInstalled, is_offline
+from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class ModelPool:
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._loading = 0
         self._guard = threading.Lock()
+        self.downloads = DownloadManager(settings)
+        self._reaper: asyncio.Task[None] | None = None
 
     # -- resolution and loading ---------------------------------------------------------------
     def resolve(self, name: str | None) -> ModelSpec:
@@ -83,12 +88,14 @@ class ModelPool:
             slot = self._slots[spec.name] = _Slot(spec=spec)
         self._slots.move_to_end(spec.name)
         slot.last_used = time.monotonic()
+        self._start_reaper()
         if slot.engine is not None:
             return slot.engine
         async with slot.load_lock:
             if slot.engine is None:
                 self._loading += 1
                 try:
+                    spec = slot.spec = await self._ensure_files(name, spec)
                     started = time.perf_counter()
                     engine = await asyncio.get_running_loop().run_in_executor(
                         self._executor, load_engine, spec, self.settings
@@ -97,9 +104,26 @@ class ModelPool:
                 finally:
                     self._loading -= 1
                 slot.engine = engine
+                slot.last_used = time.monotonic()
                 slot.running = asyncio.Semaphore(self.settings.max_concurrency_per_model)
                 self._evict_over_budget(keep=spec.name)
         return slot.engine
+
+    async def _ensure_files(self, name: str | None, spec: ModelSpec) -> ModelSpec:
+        """Download a missing model first when that is allowed; otherwise load_engine explains what is missing."""
+        entry = spec_entry(spec)
+        if spec.options.get("installed") is not False or entry is None or entry.download_kind is None:
+            return spec
+        if is_offline(self.settings) or not self.settings.auto_download:
+            return spec
+        logger.info("model %s is not installed; downloading it before first use", spec.name)
+        try:
+            await asyncio.to_thread(self.downloads.ensure, entry)
+        except DownloadError as exc:
+            raise ModelNotInstalled(
+                f"model {spec.name!r} is not installed and downloading it failed: {exc}", spec.name
+            ) from exc
+        return self.resolve(name)
 
     async def preload(self, name: str | None = None) -> None:
         await self.get(name)
@@ -116,7 +140,45 @@ class ModelPool:
             self._unload(slot)
 
     def _used_bytes(self) -> int:
-        return sum(slot.engine.memory_bytes() for slot in self._slots.values() if slot.engine is not None)
+        return sum(self._slot_bytes(slot) for slot in self._slots.values() if slot.engine is not None)
+
+    @staticmethod
+    def _slot_bytes(slot: _Slot) -> int:
+        """The engine's own figure, or the catalog's memory estimate when that is larger."""
+        reported = slot.engine.memory_bytes() if slot.engine is not None else 0
+        estimate = slot.spec.options.get("memory_mb") or 0
+        return max(int(reported), int(float(estimate) * 1024 * 1024))
+
+    # -- idle unloading -------------------------------------------------------------------------
+    def _start_reaper(self) -> None:
+        if self.settings.idle_unload_s <= 0 or (self._reaper is not None and not self._reaper.done()):
+            return
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle(), name="hearline-idle-unload")
+
+    async def _reap_idle(self) -> None:
+        idle = self.settings.idle_unload_s
+        interval = max(0.05, min(idle / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            self.unload_idle(idle)
+
+    def unload_idle(self, idle_s: float) -> list[str]:
+        """Unload models unused for ``idle_s`` seconds (never the default model, nor one in use)."""
+        try:
+            default = self.resolve(None).name
+        except (UnknownModel, ValueError) as exc:  # ValueError: a broken models.yaml
+            logger.warning("idle unload: cannot resolve the default model: %s", exc)
+            default = None
+        now = time.monotonic()
+        unloaded = []
+        for name, slot in list(self._slots.items()):
+            if slot.engine is None or slot.active or slot.waiting or name == default or slot.load_lock.locked():
+                continue
+            if now - slot.last_used >= idle_s:
+                logger.info("unloading %s: idle for %.0fs", name, now - slot.last_used)
+                self._unload(slot)
+                unloaded.append(name)
+        return unloaded
 
     def _unload(self, slot: _Slot) -> None:
         engine, slot.engine = slot.engine, None
@@ -165,6 +227,11 @@ class ModelPool:
             slot.running.release()
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            if self._reaper.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reaper
         for slot in self._slots.values():
             self._unload(slot)
         if self._owns_executor:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hearline.config import Settings
 from hearline.engines.base import Engine
+from hearline.models.catalog import FASTER_WHISPER_FILES, ModelEntry, candidates
+from hearline.models.registry import all_entries, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +61,158 @@ class ModelSpec:
 
 
 def resolve_model(name: str | None, settings: Settings) -> ModelSpec:
+    """The spec for a requested name: default aliases, PocketSphinx, a path, models.yaml, the catalog, a hub repo.
+
+    Resolving never touches the network or loads anything; ``options["installed"]`` says whether the files
+    are present (``False`` means :func:`load_engine` will refuse and the pool may download first).
+    """
     requested = (name or "").strip()
     if requested in DEFAULT_ALIASES:
         if settings.model and settings.model.strip() not in DEFAULT_ALIASES:
             return resolve_model(settings.model, settings)
         return default_spec(settings)
     if requested.lower() in POCKETSPHINX_NAMES:
-        return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX)
+        return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX, options={"installed": True})
     path = Path(requested).expanduser()
-    if path.is_absolute() or requested.startswith("."):
+    if path.is_absolute() or requested.startswith((".", "~")):
         if not path.exists():
             raise UnknownModel(requested)
         return spec_for_path(path)
-    if requested in FASTER_WHISPER_SIZES or requested.startswith(("distil-", "Systran/", "faster-whisper-")):
-        return ModelSpec(name=requested, engine=FASTER_WHISPER)
+    entry = find_entry(requested, settings)
+    if entry is not None:
+        return spec_for_entry(entry, settings)
+    if requested.startswith(("distil-", "Systran/", "faster-whisper-")) or _looks_like_repo(requested):
+        return spec_for_entry(hub_entry(requested), settings)
     raise UnknownModel(requested)
 
 
+def _looks_like_repo(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and " " not in name
+
+
+def hub_entry(repo: str) -> ModelEntry:
+    """An entry for a CTranslate2 (faster-whisper) hub repository that the catalog does not list."""
+    return ModelEntry(
+        name=repo,
+        engine=FASTER_WHISPER,
+        repo=repo if "/" in repo else f"Systran/faster-whisper-{repo}",
+        dir=repo.replace("/", "--"),
+        source="hub",
+    )
+
+
+def find_entry(name: str, settings: Settings) -> ModelEntry | None:
+    """The catalog/registry entry a name means; among same-named candidates an installed one wins."""
+    found = candidates(name, all_entries(settings))
+    if not found:
+        return None
+    for entry in found:
+        if _installed(entry, settings):
+            return entry
+    return found[0]
+
+
+def _installed(entry: ModelEntry, settings: Settings) -> bool:
+    if entry.is_installed(settings.model_dir):
+        return True
+    return entry.engine == FASTER_WHISPER and _faster_whisper_elsewhere(entry, settings.model_dir) is not None
+
+
+def hub_cache_dir(entry: ModelEntry) -> Path | None:
+    """A faster-whisper repository already in the Hugging Face cache (e.g. from an earlier faster-whisper run)."""
+    if entry.engine != FASTER_WHISPER or not entry.repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    try:
+        found = try_to_load_from_cache(entry.repo, "model.bin")
+    except ValueError as exc:  # invalid repo id
+        logger.debug("hub cache lookup for %s: %s", entry.repo, exc)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def spec_for_entry(entry: ModelEntry, settings: Settings) -> ModelSpec:
+    """Build the spec an engine loads from.
+
+    Conventions shared with the engine modules (options are additive; ModelSpec fields are unchanged):
+    - ``whisper-cpp``: ``path`` is the ggml file.
+    - ``faster-whisper``: ``path`` is the model directory when installed (model dir or HF cache), else None;
+      ``repo`` is the hub repository.
+    - ``sherpa-onnx``: ``path`` is the model directory; ``options["type"]`` is ``sense_voice`` | ``whisper`` |
+      ``paraformer`` | ``transducer`` | ``online_transducer``; ``options["files"]`` maps roles (model, encoder,
+      decoder, joiner, paraformer, tokens) to absolute paths; ``options["num_threads"]``; the entry's own
+      options (``use_itn``, ``language``, ``task`` ...) are merged in as they are.
+    - always: ``installed``, ``languages`` (list or None), ``streaming``, ``memory_mb``, ``source``, ``entry``.
+    """
+    model_dir = settings.model_dir
+    installed = entry.is_installed(model_dir)
+    path: Path | None = entry.install_path(model_dir)
+    if entry.engine == FASTER_WHISPER and not installed:
+        found = _faster_whisper_elsewhere(entry, model_dir)
+        path = found
+        installed = found is not None
+    if entry.engine == WHISPER_CPP and entry.dir and entry.file:
+        path = entry.expected_files(model_dir)[0]
+    options: dict[str, Any] = dict(entry.options)
+    if entry.engine == SHERPA_ONNX:
+        root = entry.install_path(model_dir)
+        options["type"] = entry.type
+        options["files"] = {role: str(root / rel) for role, rel in entry.files.items()}
+        options["num_threads"] = _num_threads(settings)
+    options.update(
+        installed=installed,
+        languages=list(entry.languages) if entry.languages is not None else None,
+        streaming=entry.streaming,
+        memory_mb=entry.memory_mb,
+        source=entry.source,
+        entry=entry,
+    )
+    return ModelSpec(name=entry.name, engine=entry.engine, path=path, repo=entry.repo, options=options)
+
+
+def _faster_whisper_elsewhere(entry: ModelEntry, model_dir: Path) -> Path | None:
+    """Other places the faster-whisper engine also finds a model: ``<model_dir>/<name>``, repo-named dirs, HF cache."""
+    names = [entry.name]
+    if entry.repo:
+        names += [entry.repo.rsplit("/", 1)[-1], entry.repo.replace("/", "--")]
+    for name in names:
+        candidate = model_dir / name
+        if candidate.is_dir() and all((candidate / f).exists() for f in FASTER_WHISPER_FILES):
+            return candidate
+    return hub_cache_dir(entry)
+
+
+def _num_threads(settings: Settings) -> int:
+    if settings.threads:
+        return settings.threads
+    registry_threads = load_registry(settings).num_threads
+    return registry_threads or max(1, min(4, os.cpu_count() or 1))
+
+
+_fallback_logged: set[str] = set()
+
+
 def default_spec(settings: Settings) -> ModelSpec:
-    return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX)
+    """models.yaml's ``default_model`` when it is installed, else the bundled PocketSphinx (and say why once)."""
+    default = load_registry(settings).default_model
+    reason = "no model is configured (--model / HEARLINE_MODEL / models.yaml default_model)"
+    if default:
+        try:
+            spec = resolve_model(default, settings)
+        except UnknownModel:
+            reason = f"models.yaml default_model {default!r} is not a known model"
+        else:
+            if spec.options.get("installed", True):
+                return spec
+            reason = f"models.yaml default_model {default!r} is not installed (run `hearline models pull {spec.name}`)"
+    if reason not in _fallback_logged:
+        _fallback_logged.add(reason)
+        logger.info("default model: bundled PocketSphinx (English) because %s", reason)
+    return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX, options={"installed": True})
 
 
 def spec_for_path(path: Path) -> ModelSpec:
@@ -88,13 +224,37 @@ def spec_for_path(path: Path) -> ModelSpec:
         raise UnknownModel(name)
     if (path / "model.bin").exists():
         return ModelSpec(name=name, engine=FASTER_WHISPER, path=path)
-    if (path / "tokens.txt").exists():
+    if (path / "tokens.txt").exists() or any(path.glob("*tokens.txt")):
         return ModelSpec(name=name, engine=SHERPA_ONNX, path=path)
     if (path / "en-us").is_dir() and (path / "en-us.lm.bin").exists():
         return ModelSpec(name=name, engine=POCKETSPHINX, path=path)
     raise UnknownModel(name)
 
 
+def spec_entry(spec: ModelSpec) -> ModelEntry | None:
+    entry = spec.options.get("entry")
+    return entry if isinstance(entry, ModelEntry) else None
+
+
+def ensure_installed(spec: ModelSpec, settings: Settings) -> None:
+    """Raise :class:`ModelNotInstalled` (expected files + the pull command) when the spec's files are missing."""
+    entry = spec_entry(spec)
+    if spec.engine == FASTER_WHISPER:
+        return  # the faster-whisper engine searches more places itself and explains what is missing
+    if spec.options.get("installed") is False and entry is not None:
+        from hearline.models.download import ModelNotInstalled, is_offline, missing_message
+
+        raise ModelNotInstalled(
+            missing_message(entry, settings.model_dir, offline=is_offline(settings)),
+            entry.name,
+            entry.missing_files(settings.model_dir),
+        )
+
+
 def load_engine(spec: ModelSpec, settings: Settings) -> Engine:
+    """Load ``spec`` with its engine module (blocking; the pool calls this in a worker thread)."""
+    ensure_installed(spec, settings)
+    if spec.engine not in ENGINE_MODULES:
+        raise UnknownModel(f"{spec.name} (engine {spec.engine!r} is not available)")
     module = importlib.import_module(ENGINE_MODULES[spec.engine])
     return module.load(spec, settings)

@@ -9,20 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearline import __version__
 from hearline.config import Settings
 from hearline.models.pool import ModelPool
-from hearline.server import asr_ws, captions, openai_rest, realtime_ws, stt_ws, vosk_ws, web
+from hearline.server import asr_ws, captions, models_api, openai_rest, realtime_ws, stt_ws, vosk_ws, web
 from hearline.server.errors import install_error_handlers
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_ROUTERS = (openai_rest, asr_ws, stt_ws, realtime_ws, vosk_ws, captions, web)
+PROTOCOL_ROUTERS = (openai_rest, models_api, asr_ws, stt_ws, realtime_ws, vosk_ws, captions, web)
 
 
 def create_app(settings: Settings | None = None, pool: ModelPool | None = None, preload: bool = True) -> FastAPI:
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
     app.state.settings = settings
     app.state.pool = pool
     app.state.shutdown_hooks = []
+    install_error_handlers(app)  # also the HTTP API-key middleware; must stay inside CORS
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -57,10 +60,25 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
             allow_headers=["*"],
             allow_credentials=True,
         )
-    install_error_handlers(app)
+    app.add_middleware(CollapseSlashesMiddleware)  # outermost; seed 004 clients open ws://host:7100//asr
     for module in PROTOCOL_ROUTERS:
         app.include_router(module.router)
     return app
+
+
+class CollapseSlashesMiddleware:
+    """Treat ``//asr`` as ``/asr``: clients that join a base URL ending in ``/`` with ``/asr`` exist."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "//" in scope.get("path", ""):
+            scope = dict(scope)
+            scope["path"] = re.sub("/{2,}", "/", scope["path"])
+            if isinstance(scope.get("raw_path"), bytes):
+                scope["raw_path"] = re.sub(b"/{2,}", b"/", scope["raw_path"])
+        await self.app(scope, receive, send)
 
 
 async def _preload(pool: ModelPool) -> None:

@@ -1,5 +1,567 @@
-"""Placeholder router; the protocol lands here."""
+"""WhisperLiveKit's ``/asr`` WebSocket (PROTOCOLS.md §1), a thin adapter over :class:`LiveSession`.
 
-from fastapi import APIRouter
+Handshake: query ``language`` (ISO/UI code or ``auto``), ``mode`` (``full`` default, or ``diff``),
+``target_language`` (finals are translated by the configured translator -- ``live.translate``:
+LibreTranslate, an OpenAI-compatible chat server or a CTranslate2 model; a line gets ``translation`` when
+its translation arrives, ``buffer_translation`` holds the finals still waiting; with no translator
+configured the client gets one ``{"type": "error"}`` notice and plain transcription), ``token`` or
+``Authorization: Bearer``.  A bad token refuses the handshake (close 4401 before accept, which the
+server answers with HTTP 403); bad parameters
+(unknown codes, a bad mode, a language the model does not support) are accepted, answered with
+``{"type": "error", "error": ...}`` and closed with 4400.  A model that fails to load: the same, with 1011.
+
+Then ``{"type": "config", "useAudioWorklet": <pcm_input>, "mode": <mode>}``, then transcript updates,
+each sent only when it differs from the previous one.  Audio: binary frames of a browser MediaRecorder
+WebM/Opus (or Ogg/Opus) stream decoded incrementally (``audio.stream``), or raw s16le 16 kHz mono with
+``--pcm-input``.  An empty binary frame ends the audio: every pending final is produced, the last update
+is sent, then ``{"type": "ready_to_stop"}``.
+
+Lines: one line per utterance.  Finished utterances (``Final`` events) are fixed lines; the open
+utterance's committed text (LocalAgreement prefix) is shown as a provisional last line that grows in place
+and is replaced in place by the final text; its uncommitted tail is ``buffer_transcription``.  A gap of
+at least ``SILENCE_LINE_S`` between speech (from the VAD's speech end to the next speech start, also
+before the first and after the last speech) becomes a ``speaker: -2`` line with empty text.
+
+Errors: a text frame gets ``{"type": "error", "error": ...}`` and the session goes on.  Undecodable audio
+(garbage, a stream without its header, a truncated stream) gets an update with ``"status": "error"`` and
+an ``error`` string; for garbage the audio decoded so far is still finalised and sent, then the socket is
+closed with 1007.  A truncated stream reported at the empty frame still ends with ``ready_to_stop``.
+
+Diff mode (``mode=diff``).  The first update is ``{"type": "snapshot", "seq": 1, ...full update...}``;
+every later one is::
+
+    {"type": "diff", "seq": N, "n_lines": K, "lines_pruned": P,
+     "replaced_lines": [{"index": i, "line": {...}}, ...], "new_lines": [...],
+     "status": ..., "buffer_transcription": ..., "buffer_diarization": ..., "buffer_translation": ...,
+     "remaining_time_transcription": ..., "remaining_time_diarization": ...}
+
+``seq`` increases by one per message.  A client holding the previous ``lines`` applies it as
+:func:`apply_diff` does: drop ``lines_pruned`` lines from the front (always 0 today; lines are kept),
+truncate to ``n_lines - len(new_lines)`` (a provisional line can disappear when its utterance turns out
+to be empty), replace ``lines[index]`` for each ``replaced_lines`` entry (indices after pruning), append
+``new_lines``; the result has ``n_lines`` lines and equals the full-mode ``lines``.  Unlike the reference
+implementation, a line that changed in place is never re-sent inside ``new_lines``, so a client that only
+appends does not duplicate lines; it just misses in-place corrections (and removed provisional lines).
+With ``language=auto`` each final line also carries ``detected_language``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from hearline import languages
+from hearline.audio.decode import AudioDecodeError, pcm16_to_float
+from hearline.audio.stream import StreamDecoder
+from hearline.config import Settings
+from hearline.engines.base import SAMPLE_RATE, UnsupportedOption
+from hearline.live.session import (
+    Error,
+    Event,
+    Final,
+    Lag,
+    LiveOptions,
+    LiveSession,
+    Partial,
+    Silence,
+    SpeechStarted,
+)
+from hearline.live.translate import (
+    TranslationRequest,
+    TranslationWorker,
+    TranslatorUnavailable,
+    make_translator,
+)
+from hearline.models.resolve import UnknownModel
+from hearline.server.auth import is_authorized
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+SILENCE_LINE_S = 5.0  # silences at least this long get their own speaker -2 line, as in WhisperLiveKit
+CLOSE_BAD_PARAMS = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_AUDIO = 1007
+CLOSE_INTERNAL = 1011
+
+_connections: set[_Connection] = set()
+
+
+def active_connections() -> int:
+    """Open ``/asr`` connections in this process (observability and leak tests)."""
+    return len(_connections)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# wire helpers
+
+
+def format_time(seconds: float) -> str:
+    """``H:MM:SS.cc`` as WhisperLiveKit writes timestamps."""
+    cs = max(0, round(seconds * 100))
+    return f"{cs // 360000}:{cs // 6000 % 60:02d}:{cs % 6000 // 100:02d}.{cs % 100:02d}"
+
+
+@dataclass(frozen=True)
+class AsrParams:
+    language: str | None  # engine ISO code; None = detect per utterance
+    prompt: str | None
+    mode: str
+    target_language: str | None
+    model: str | None = None  # None: the server's default model
+
+
+def parse_params(query: Any, settings: Settings) -> AsrParams:
+    """Validate the query string; raises ValueError with a client-facing message."""
+    raw_language = query.get("language") or settings.language or languages.AUTO
+    mode = (query.get("mode") or "full").strip().lower()
+    if mode not in ("full", "diff"):
+        raise ValueError(f"unknown mode {mode!r}; use 'full' or 'diff'")
+    try:
+        language = languages.engine_code(raw_language)
+        prompt = languages.prompt_for(raw_language)
+        target = query.get("target_language") or None
+        if target is not None and target.strip().lower() in ("", languages.AUTO, languages.NONE):
+            target = None
+        if target is not None:
+            target = languages.lookup(target).code
+    except languages.UnknownLanguage as exc:
+        raise ValueError(str(exc)) from exc
+    model = (query.get("model") or "").strip() or None
+    return AsrParams(language=language, prompt=prompt, mode=mode, target_language=target, model=model)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transcript state -> full updates -> diffs (pure; unit-testable without a server)
+
+
+@dataclass
+class _Open:
+    utterance_id: int
+    start: float
+    committed: str
+    tail: str
+    end: float
+
+
+@dataclass
+class TranscriptState:
+    """What the client should currently see, built from LiveSession events."""
+
+    report_language: bool = False
+    lines: list[dict[str, Any]] = field(default_factory=list)  # fixed lines (finals, silences), by start
+    _starts: list[float] = field(default_factory=list)  # numeric start of each fixed line
+    in_speech: bool = False
+    speech_end: float = 0.0  # where the last speech ended (VAD endpoint), on the audio clock
+    open: _Open | None = None
+    heard: bool = False
+    error: str | None = None
+    error_sticky: bool = False
+    lag: float = 0.0
+    last_final_id: int = -1
+    _ids: list[int | None] = field(default_factory=list)  # utterance id of each fixed line (None: silence)
+    translations: dict[int, str] = field(default_factory=dict)
+    pending_translation: dict[int, str] = field(default_factory=dict)  # utterance id -> text, in order
+
+    def apply(self, event: Event, now: float) -> None:
+        """Fold one event in; ``now`` is the session's audio clock (end of a provisional line)."""
+        if isinstance(event, SpeechStarted):
+            self.heard = True
+            if not self.in_speech:  # not a forced split of running speech
+                self._silence(self.speech_end, event.start)
+            self.in_speech = True
+        elif isinstance(event, Partial):
+            if event.utterance_id <= self.last_final_id:
+                return  # late partial of an utterance already final
+            self.heard = True
+            committed, tail = _split_committed(event.text, event.committed)
+            self.open = _Open(event.utterance_id, event.start, committed, tail, max(now, event.start))
+        elif isinstance(event, Final):
+            self.heard = True
+            self.last_final_id = max(self.last_final_id, event.utterance_id)
+            if self.open is not None and self.open.utterance_id <= event.utterance_id:
+                self.open = None
+            text = event.text.strip()
+            if text:
+                line: dict[str, Any] = {
+                    "speaker": 1,
+                    "text": text,
+                    "start": format_time(event.start),
+                    "end": format_time(event.end),
+                }
+                if self.report_language and event.language:
+                    line["detected_language"] = event.language
+                self._insert(event.start, line, event.utterance_id)
+        elif isinstance(event, Silence):
+            # VAD endpoint: speech ended at ``start``; the gap is judged when speech resumes
+            self.in_speech = False
+            self.speech_end = event.start
+        elif isinstance(event, Lag):
+            self.lag = max(0.0, round(event.seconds, 1))
+        elif isinstance(event, Error):
+            self.set_error(event.message, sticky=event.fatal)
+
+    def end_of_audio(self, now: float) -> None:
+        """All text is out: no lag; a long trailing silence (or a stream without speech) gets its line."""
+        self.lag = 0.0
+        if not self.in_speech:
+            self._silence(self.speech_end, now)
+
+    def _silence(self, start: float, end: float) -> None:
+        if end - start >= SILENCE_LINE_S:
+            self._insert(start, {"speaker": -2, "text": "", "start": format_time(start), "end": format_time(end)})
+
+    def _insert(self, start: float, line: dict[str, Any], utterance_id: int | None = None) -> None:
+        """Keep lines in time order: a final can arrive after the next utterance has started."""
+        index = bisect.bisect_right(self._starts, start)
+        self._starts.insert(index, start)
+        self.lines.insert(index, line)
+        self._ids.insert(index, utterance_id)
+
+    def translation_requested(self, utterance_id: int, text: str) -> None:
+        self.pending_translation[utterance_id] = text
+
+    def translated(self, utterance_id: int, text: str | None) -> None:
+        """A translation arrived (``None``: it failed or was skipped)."""
+        self.pending_translation.pop(utterance_id, None)
+        if text is not None and utterance_id in self._ids:
+            self.translations[utterance_id] = text
+
+    def set_error(self, message: str, sticky: bool = True) -> None:
+        self.error = message
+        self.error_sticky = sticky
+
+    def update(self) -> dict[str, Any]:
+        """The full-mode update for the current state (a fresh dict; safe to keep)."""
+        lines = [dict(line) for line in self.lines]
+        for line, utterance_id in zip(lines, self._ids, strict=True):
+            if utterance_id is not None and utterance_id in self.translations:
+                line["translation"] = self.translations[utterance_id]
+        buffer = ""
+        if self.open is not None:
+            if self.open.committed:
+                lines.append(
+                    {
+                        "speaker": 1,
+                        "text": self.open.committed,
+                        "start": format_time(self.open.start),
+                        "end": format_time(self.open.end),
+                    }
+                )
+            buffer = self.open.tail
+        status = "active_transcription" if self.heard else "no_audio_detected"
+        message: dict[str, Any] = {"status": status}
+        if self.error is not None:
+            message = {"status": "error", "error": self.error}
+        message.update(
+            lines=lines,
+            buffer_transcription=buffer,
+            buffer_diarization="",
+            buffer_translation=" ".join(self.pending_translation.values()),
+            remaining_time_transcription=self.lag,
+            remaining_time_diarization=0.0,
+        )
+        return message
+
+    def sent(self) -> None:
+        """A transient (non-fatal) error is shown in one update only."""
+        if self.error is not None and not self.error_sticky:
+            self.error = None
+
+
+def _split_committed(text: str, committed: str) -> tuple[str, str]:
+    """(committed, uncommitted tail) of a partial, word-aligned and stripped."""
+    words, done = text.split(), committed.split()
+    if done and words[: len(done)] == done:
+        return " ".join(done), " ".join(words[len(done) :])
+    return "", " ".join(words)
+
+
+class DiffEncoder:
+    """Turns successive full updates into one snapshot and then diffs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self._lines: list[dict[str, Any]] | None = None
+
+    def encode(self, update: dict[str, Any]) -> dict[str, Any]:
+        self.seq += 1
+        lines: list[dict[str, Any]] = update["lines"]
+        previous, self._lines = self._lines, [dict(line) for line in lines]
+        if previous is None:
+            return {"type": "snapshot", "seq": self.seq, **update}
+        common = min(len(previous), len(lines))
+        replaced = [{"index": i, "line": lines[i]} for i in range(common) if previous[i] != lines[i]]
+        rest = {key: value for key, value in update.items() if key != "lines"}
+        return {
+            "type": "diff",
+            "seq": self.seq,
+            "n_lines": len(lines),
+            "lines_pruned": 0,
+            "replaced_lines": replaced,
+            "new_lines": lines[len(previous) :],
+            **rest,
+        }
+
+
+def apply_diff(lines: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reference client rule for diff mode; returns the new ``lines``."""
+    if message.get("type") == "snapshot":
+        return list(message["lines"])
+    result = list(lines[message.get("lines_pruned", 0) :])
+    new_lines = message.get("new_lines", [])
+    del result[message["n_lines"] - len(new_lines) :]
+    for entry in message.get("replaced_lines", []):
+        result[entry["index"]] = entry["line"]
+    result.extend(new_lines)
+    if len(result) != message["n_lines"]:
+        raise ValueError(f"diff {message.get('seq')} does not apply: {len(result)} != {message['n_lines']} lines")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the endpoint
+
+
+@router.websocket("/asr")
+async def asr_websocket(websocket: WebSocket) -> None:
+    settings: Settings = websocket.app.state.settings
+    if not is_authorized(websocket, settings.api_key):
+        await websocket.close(code=CLOSE_UNAUTHORIZED)
+        return
+    await websocket.accept()
+    try:
+        params = parse_params(websocket.query_params, settings)
+    except ValueError as exc:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.send_json({"type": "error", "error": str(exc)})
+            await websocket.close(code=CLOSE_BAD_PARAMS)
+        return
+    connection = _Connection(websocket, settings, params)
+    _connections.add(connection)
+    try:
+        await connection.run()
+    finally:
+        _connections.discard(connection)
+
+
+class _ClientGone(Exception):
+    """The client disconnected."""
+
+
+class _Connection:
+    def __init__(self, websocket: WebSocket, settings: Settings, params: AsrParams) -> None:
+        self.ws = websocket
+        self.settings = settings
+        self.params = params
+        self.pcm = settings.pcm_input
+        self.state = TranscriptState(report_language=params.language is None)
+        self.diff = DiffEncoder() if params.mode == "diff" else None
+        self.decoder = StreamDecoder()
+        self._odd_byte = b""
+        self._send_lock = asyncio.Lock()
+        self._last_update: dict[str, Any] | None = None
+        self.session: LiveSession | None = None
+        self.translation: TranslationWorker | None = None
+        self._translated = asyncio.Event()
+
+    async def run(self) -> None:
+        try:
+            options = LiveOptions(
+                language=self.params.language,
+                prompt=self.params.prompt,
+                silence_ms=self.settings.vad_silence_ms,
+                max_utterance_s=self.settings.max_utterance_s,
+            )
+            self.session = LiveSession(self.ws.app.state.pool, self.params.model, options)
+            try:
+                await self.session.start()
+            except (UnsupportedOption, UnknownModel) as exc:  # e.g. a language the model lacks: a bad parameter
+                await self._send({"type": "error", "error": str(exc)})
+                await self.ws.close(code=CLOSE_BAD_PARAMS)
+                return
+            except Exception as exc:  # model missing, failed load: tell the client, keep the server up
+                logger.exception("could not start a live session")
+                await self._send({"type": "error", "error": f"could not start transcription: {exc}"})
+                await self.ws.close(code=CLOSE_INTERNAL)
+                return
+            # config only once the session runs, so a parameter the model rejects is answered as such
+            await self._send({"type": "config", "useAudioWorklet": self.pcm, "mode": self.params.mode})
+            await self._start_translation()
+            await self._send_update()
+            forwarder = asyncio.create_task(self._forward(self.session))
+            try:
+                await self._serve(self.session, forwarder)
+            finally:
+                forwarder.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _ClientGone):
+                    await forwarder
+        except _ClientGone:
+            logger.debug("/asr client disconnected")
+        finally:
+            if self.session is not None:
+                await self.session.close()
+            if self.translation is not None:
+                await self.translation.close()
+
+    async def _serve(self, session: LiveSession, forwarder: asyncio.Task[None]) -> None:
+        while True:
+            message = await self._receive()
+            if message is None:  # text frame, answered
+                continue
+            if not message:
+                break
+            if forwarder.done():
+                await self._fail("transcription stopped unexpectedly", CLOSE_INTERNAL, session, forwarder)
+                return
+            try:
+                audio = self._decode(message)
+            except AudioDecodeError as exc:
+                logger.info("/asr: undecodable audio: %s", exc)
+                await self._fail(str(exc), CLOSE_BAD_AUDIO, session, forwarder)
+                return
+            if audio.size:
+                await session.push(audio, SAMPLE_RATE)
+        # empty frame: end of audio
+        if not self.pcm:
+            try:
+                tail = self.decoder.finish()
+            except AudioDecodeError as exc:
+                tail = np.zeros(0, dtype=np.float32)
+                if self.decoder.bytes_received:
+                    self.state.set_error(str(exc))
+            if tail.size:
+                await session.push(tail, SAMPLE_RATE)
+            if self.decoder.truncated:
+                self.state.set_error("the audio stream was truncated: it ended inside a WebM/Ogg block")
+        await session.flush()
+        await forwarder
+        await self._wait_for_translations()
+        self.state.end_of_audio(session.audio_seconds)
+        await self._send_update()
+        await self._send({"type": "ready_to_stop"})
+        # The client closes the socket; audio it sends meanwhile gets an error (a repeated end is ignored).
+        while True:
+            message = await self._receive()
+            if message:
+                await self._send({"type": "error", "error": "this session has ended; open a new connection"})
+
+    async def _fail(self, error: str, code: int, session: LiveSession, forwarder: asyncio.Task[None]) -> None:
+        """Fatal error: report it (the session's own message if it had one), finalise what was heard, close."""
+        self.state.set_error(self.state.error if self.state.error and forwarder.done() else error)
+        await self._send_update()
+        if not forwarder.done():
+            await session.flush()
+            await forwarder
+            await self._send_update()
+        with contextlib.suppress(RuntimeError):
+            await self.ws.close(code=code, reason="undecodable audio" if code == CLOSE_BAD_AUDIO else "")
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        if not self.pcm:
+            return self.decoder.push(data)
+        data = self._odd_byte + data
+        cut = len(data) - len(data) % 2
+        self._odd_byte = data[cut:]
+        return pcm16_to_float(data[:cut])
+
+    async def _receive(self) -> bytes | None:
+        """Next binary frame (b"" = end of audio); None for a text frame, which is answered here."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _ClientGone
+        if message.get("bytes") is not None:
+            return message["bytes"]
+        await self._send(
+            {"type": "error", "error": "text frames are not part of this protocol; send binary audio frames"}
+        )
+        return None
+
+    async def _forward(self, session: LiveSession) -> None:
+        async for event in session.events():
+            self.state.apply(event, session.audio_seconds)
+            if isinstance(event, Final):
+                self._translate(event)
+            await self._send_update()
+
+    # -- translation (target_language) --
+
+    async def _start_translation(self) -> None:
+        target = self.params.target_language
+        if target is None:
+            return
+        try:
+            # engine_translates=False: Whisper's translate task needs each final's audio, which the live
+            # session does not hand out; the text translators work from the final's text.
+            translator = make_translator(self.settings, self.ws.app.state.pool, None, target, engine_translates=False)
+        except TranslatorUnavailable as exc:
+            await self._send({"type": "error", "error": f"translation to {target} is unavailable: {exc}"})
+            return
+        self.translation = TranslationWorker(
+            translator,
+            self._on_translation,
+            maxsize=self.settings.translate_queue,
+            timeout_s=self.settings.translate_timeout_s,
+        )
+        self.translation.start()
+
+    def _translate(self, final: Final) -> None:
+        text = final.text.strip()
+        if self.translation is None or not text or self.params.target_language is None:
+            return
+        request = TranslationRequest(
+            caption_id=final.utterance_id,
+            text=text,
+            source=final.language or self.params.language,
+            target=self.params.target_language,
+        )
+        self.state.translation_requested(final.utterance_id, text)
+        skipped = self.translation.submit(request)
+        if skipped is not None:
+            self.state.translated(skipped.caption_id, None)
+
+    async def _on_translation(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "translate":
+            self.state.translated(payload["id"], payload["text"])
+        else:
+            self.state.translated(payload["id"], None)
+            self.state.set_error(payload.get("message", "translation failed"), sticky=False)
+        self._translated.set()
+        try:
+            await self._send_update()
+        except _ClientGone:
+            logger.debug("/asr client gone before its translation arrived")
+
+    async def _wait_for_translations(self) -> None:
+        """End of audio: the last update carries every translation (bounded by the translator timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.translate_timeout_s + 1.0
+        while self.state.pending_translation and loop.time() < deadline:
+            self._translated.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._translated.wait(), timeout=max(0.0, deadline - loop.time()))
+        for utterance_id in list(self.state.pending_translation):
+            self.state.translated(utterance_id, None)
+
+    async def _send_update(self) -> None:
+        update = self.state.update()
+        if update == self._last_update:
+            return
+        self._last_update = update
+        self.state.sent()
+        await self._send(self.diff.encode(update) if self.diff is not None else update)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            try:
+                await self.ws.send_json(message)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise _ClientGone from exc

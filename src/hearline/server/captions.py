@@ -1,5 +1,208 @@
-"""Placeholder router; the protocol lands here."""
+"""Seed 000's "AI Hear" captions protocol: ``/start``, ``/stop``, ``/events`` (SSE), plus ``/v1/languages``.
 
-from fastapi import APIRouter
+``GET|POST /start`` takes ``source`` (``system`` | ``microphone``, default ``system``), ``device`` (optional
+source name from ``hearline devices``), ``model`` (catalog name or absolute path; default: the server's
+default model), ``lang_from`` (``auto`` or a table code), ``lang_to`` (``n/a`` or a table code), as query
+parameters, form fields or a JSON body.  ``/start`` while running restarts with the new settings; a
+request that fails validation leaves the running capture alone.
+
+Both ``/start`` and ``/stop`` answer ``{"code", "message", "data"}``; ``data`` is the capture's settings
+``{"running", "source", "device", "model", "lang_from", "lang_to", "translator", "started_at"}``.
+
+======  ======  ==================================================================================
+code    HTTP    meaning
+======  ======  ==================================================================================
+0       200     success (``/stop`` when nothing runs is also 0, message ``not running``)
+40001   400     unknown ``source``
+40002   400     unknown language code in ``lang_from`` / ``lang_to``
+40003   400     the model cannot do that (e.g. ``lang_from=de`` with an English-only model)
+40101   401     missing/wrong API key (when the server has one)
+40401   404     unknown model name or path
+50301   503     no audio device: no sound server reachable, or ``device`` does not exist
+50302   503     the model exists but could not be loaded (files missing, load failure)
+======  ======  ==================================================================================
+
+``GET /events`` streams ``open`` (once, with the current settings and subscriber count), ``captions``,
+``translate``, ``error``, ``ping`` (every ``ping_interval_s`` without other traffic) and ``close`` (server
+shutting down, or this subscriber was dropped for being too slow).  ``captions``/``translate``/``error``
+carry SSE ids; reconnecting with ``Last-Event-ID`` (header, or ``last_event_id`` query parameter) replays
+the bounded backlog after that id.  Payloads are described in ``hearline.live.captions``.
+
+Serve this on the seed's port with ``hearline serve --captions-port 35123`` (``standalone_app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from hearline import languages
+from hearline.live.captions import (
+    OK,
+    UNAUTHORIZED,
+    CaptionsError,
+    CaptionService,
+    Message,
+    StartRequest,
+    get_service,
+)
+from hearline.server.auth import is_authorized
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+START_FIELDS = ("source", "device", "model", "lang_from", "lang_to")
+
+
+def _answer(code: int, message: str, data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, "data": data}, status_code=status)
+
+
+def _unauthorized() -> JSONResponse:
+    return _answer(UNAUTHORIZED, "invalid or missing API key", None, 401)
+
+
+def _service(request: Request) -> CaptionService:
+    return get_service(request.app.state)
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Query parameters, overridden by a form or JSON body on POST."""
+    params = {k: v for k, v in request.query_params.items() if k in START_FIELDS}
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "")
+        if "application/json" in ctype:
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = None
+            if isinstance(body, dict):
+                params.update({k: str(v) for k, v in body.items() if k in START_FIELDS and v is not None})
+        elif "form" in ctype:
+            form = await request.form()
+            params.update({k: str(v) for k, v in form.items() if k in START_FIELDS})
+    return params
+
+
+@router.api_route("/start", methods=["GET", "POST"])
+async def start(request: Request) -> JSONResponse:
+    if not is_authorized(request, request.app.state.settings.api_key):
+        return _unauthorized()
+    params = await _params(request)
+    start_request = StartRequest(
+        source=params.get("source") or "system",
+        model=params.get("model") or None,
+        lang_from=params.get("lang_from") or languages.AUTO,
+        lang_to=params.get("lang_to") or languages.NONE,
+        device=params.get("device") or None,
+    )
+    try:
+        message, data = await _service(request).start(start_request)
+    except CaptionsError as exc:
+        logger.info("captions /start refused (%d): %s", exc.code, exc.message)
+        return _answer(exc.code, exc.message, _service(request).status(), exc.status)
+    return _answer(OK, message, data)
+
+
+@router.api_route("/stop", methods=["GET", "POST"])
+async def stop(request: Request) -> JSONResponse:
+    if not is_authorized(request, request.app.state.settings.api_key):
+        return _unauthorized()
+    message, data = await _service(request).stop()
+    return _answer(OK, message, data)
+
+
+@router.get("/v1/languages")
+async def list_languages(request: Request) -> JSONResponse:
+    rows = []
+    for lang in languages.table():
+        row: dict[str, Any] = lang.as_dict()
+        if lang.code == languages.AUTO:
+            row["usage"] = ["lang_from"]
+        elif lang.code == languages.NONE:
+            row["usage"] = ["lang_to"]
+        else:
+            row["usage"] = ["lang_from", "lang_to"]
+        rows.append(row)
+    return JSONResponse({"object": "list", "data": rows})
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        return None
+
+
+@router.get("/events")
+async def events(request: Request) -> Any:
+    if not is_authorized(request, request.app.state.settings.api_key):
+        return _unauthorized()
+    service = _service(request)
+    ping_s = max(0.05, float(request.app.state.settings.ping_interval_s))
+    sub, replay = service.hub.subscribe(_last_event_id(request))
+    opened = Message(
+        None,
+        "open",
+        {"message": "connected", "subscribers": service.hub.subscribers, "last_id": service.hub.last_id,
+         "data": service.status()},
+    )  # fmt: skip
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n" + opened.encode()
+            for message in replay:
+                yield message.encode()
+            while True:
+                try:
+                    message = await asyncio.wait_for(sub.queue.get(), timeout=ping_s)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield Message(None, "ping", {"time": time.time()}).encode()
+                    continue
+                yield message.encode()
+                if message.event == "close":
+                    return
+                if sub.dropped and sub.queue.empty():
+                    yield Message(None, "close", {"message": "dropped: too slow"}).encode()
+                    return
+        finally:
+            service.hub.unsubscribe(sub)
+            logger.debug("captions subscriber left (%d remain)", service.hub.subscribers)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
+
+
+def standalone_app(main_app: FastAPI) -> FastAPI:
+    """These routes alone (``--captions-port 35123``), sharing ``main_app.state`` (settings, pool, service).
+
+    Serve it on the same event loop as the main app: the captions service and its queues are asyncio
+    objects.  The main app's lifespan owns shutdown (its hooks stop the capture).
+    """
+    app = FastAPI(title="Hearline captions", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state = main_app.state
+    settings = main_app.state.settings
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    app.include_router(router)
+    return app

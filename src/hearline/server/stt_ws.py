@@ -1,5 +1,227 @@
-"""Placeholder router; the protocol lands here."""
+"""The streaming-STT WebSocket protocol of seed 003 (PROTOCOLS.md §2), a thin adapter over LiveSession.
 
-from fastapi import APIRouter
+Served at ``/stt`` on the main port and, with ``--stt-port 8765``, on every path of its own listener
+(:func:`standalone_app`; seed clients connect to ``ws://localhost:8765``).
+
+Wire format::
+
+    server: {"type": "connected", "message": ..., "mode": "streaming"}       on connect
+    client: {"command": "start"}  -> {"type": "session_started"}            optional: audio starts one too
+    client: binary s16le 16 kHz mono frames of any size
+    server: {"type": "partial", "text": ..., "is_final": false, "start": s, "lag": s}   while speaking
+    server: {"type": "final", "text": ..., "is_final": true, "start": s, "end": s, "language": ...}
+    client: {"command": "stop"}   -> remaining finals, then {"type": "session_ended"}
+    (a new "start" or more audio then begins a new session on the same socket)
+
+``start``/``end`` are seconds on the session's audio clock.  Query parameters: ``language`` (ISO or UI
+code, ``auto``), ``model``, ``token``.  A wrong token: the socket is accepted, told
+``{"type": "error"}`` and closed with 4401.  Invalid JSON, unknown commands, ``start`` during a
+session, ``stop`` without one: ``{"type": "error", "message": ...}`` and the socket stays open.
+A client that disappears mid-utterance has its session closed (decoder lease, tasks) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp
+
+from hearline import languages
+from hearline.audio.decode import pcm16_to_float
+from hearline.engines.base import EngineError
+from hearline.live.session import Error, Final, Lag, LiveOptions, LiveSession, Partial
+from hearline.models.pool import ServerBusy
+from hearline.models.resolve import UnknownModel
+from hearline.server.auth import is_authorized
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+CONNECTED_MESSAGE = "Connected to the Hearline streaming STT service"
+UNAUTHORIZED = 4401
+BAD_REQUEST = 4400
+
+
+class _Connection:
+    """One socket: at most one LiveSession at a time, one task forwarding its events."""
+
+    def __init__(self, ws: WebSocket, language: str | None, model: str | None) -> None:
+        self.ws = ws
+        self.settings = ws.app.state.settings
+        self.pool = ws.app.state.pool
+        self.language = language
+        self.model = model
+        self.session: LiveSession | None = None
+        self.forwarder: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+        self._carry = b""  # odd trailing byte of a binary frame (a sample split across frames)
+        self._refused = False  # an implicit start failed: ignore audio until an explicit start
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+
+    async def error(self, message: str) -> None:
+        await self.send({"type": "error", "message": message})
+
+    # -- session lifecycle ------------------------------------------------------------------
+    async def start(self) -> bool:
+        options = LiveOptions(
+            language=self.language,
+            silence_ms=self.settings.vad_silence_ms,
+            max_utterance_s=self.settings.max_utterance_s,
+        )
+        session = LiveSession(self.pool, self.model, options)
+        try:
+            await session.start()
+        except (UnknownModel, EngineError, ServerBusy, OSError) as exc:
+            await session.close()
+            await self.error(str(exc))
+            return False
+        self.session = session
+        self.forwarder = asyncio.create_task(self._forward(session), name="stt-forward")
+        await self.send({"type": "session_started"})
+        return True
+
+    async def stop(self) -> None:
+        session, forwarder = self.session, self.forwarder
+        if session is None:
+            return
+        if self._carry:
+            self._carry = b""  # half a sample cannot be decoded; drop it
+        await session.flush()
+        if forwarder is not None:
+            await forwarder  # every final is sent before session_ended
+        await session.close()
+        self.session = self.forwarder = None
+        await self.send({"type": "session_ended"})
+
+    async def close(self) -> None:
+        """The socket is gone: drop the session without flushing."""
+        session, forwarder = self.session, self.forwarder
+        self.session = self.forwarder = None
+        if session is not None:
+            await session.close()
+        if forwarder is not None:
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forwarder
+
+    async def _forward(self, session: LiveSession) -> None:
+        lag = 0.0
+        try:
+            async for event in session.events():
+                if isinstance(event, Lag):
+                    lag = event.seconds
+                elif isinstance(event, Partial):
+                    if event.text:
+                        await self.send(
+                            {"type": "partial", "text": event.text, "is_final": False, "start": event.start, "lag": lag}
+                        )
+                elif isinstance(event, Final):
+                    if event.text:
+                        await self.send(
+                            {
+                                "type": "final",
+                                "text": event.text,
+                                "is_final": True,
+                                "start": event.start,
+                                "end": event.end,
+                                "language": event.language,
+                            }
+                        )
+                elif isinstance(event, Error):
+                    await self.error(event.message)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            # The client went away; the receive loop notices too and closes the session.
+            logger.debug("stt: could not forward an event: %s", exc)
+
+    # -- input ------------------------------------------------------------------------------
+    async def on_audio(self, data: bytes) -> None:
+        if self.session is None:
+            if self._refused:
+                return
+            if not await self.start():
+                self._refused = True
+                return
+        data = self._carry + data
+        if len(data) % 2:
+            data, self._carry = data[:-1], data[-1:]
+        else:
+            self._carry = b""
+        if data:
+            assert self.session is not None
+            await self.session.push(pcm16_to_float(data), 16000)
+
+    async def on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            await self.error('invalid JSON; send {"command": "start"} or {"command": "stop"}')
+            return
+        command = message.get("command") if isinstance(message, dict) else None
+        if command == "start":
+            if self.session is not None:
+                await self.error('a session is already started; send {"command": "stop"} first')
+                return
+            self._refused = False
+            await self.start()
+        elif command == "stop":
+            if self.session is None:
+                await self.error("no session is in progress")
+                return
+            await self.stop()
+        else:
+            await self.error(f'unknown command {command!r}; expected "start" or "stop"')
+
+
+async def serve_stt(ws: WebSocket) -> None:
+    settings = ws.app.state.settings
+    await ws.accept()
+    if not is_authorized(ws, settings.api_key):
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await ws.send_text(json.dumps({"type": "error", "message": "unauthorized: missing or wrong API key"}))
+            await ws.close(code=UNAUTHORIZED)
+        return
+    try:
+        language = languages.engine_code(ws.query_params.get("language") or settings.language)
+    except languages.UnknownLanguage as exc:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
+            await ws.close(code=BAD_REQUEST)
+        return
+    conn = _Connection(ws, language, ws.query_params.get("model") or None)
+    try:
+        await conn.send({"type": "connected", "message": CONNECTED_MESSAGE, "mode": "streaming"})
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("bytes") is not None:
+                await conn.on_audio(message["bytes"])
+            elif message.get("text") is not None:
+                await conn.on_text(message["text"])
+    except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+        logger.debug("stt: connection ended: %s", exc)
+    finally:
+        await conn.close()
+
+
+@router.websocket("/stt")
+async def stt_endpoint(ws: WebSocket) -> None:
+    await serve_stt(ws)
+
+
+def standalone_app(main_app: Any) -> ASGIApp:
+    """The same protocol on every path (``--stt-port 8765``), sharing the main app's state (pool, settings)."""
+    app = Starlette(routes=[WebSocketRoute("/{path:path}", serve_stt)])
+    app.state = main_app.state
+    return app

@@ -1,0 +1,278 @@
+"""How partial and final text is computed for the open utterance, chosen by engine capabilities.
+
+* :class:`NativePolicy` - engines that decode incrementally (``capabilities.native_streaming``, e.g.
+  PocketSphinx): audio is fed to an :class:`~hearline.engines.base.EngineStream` in batches, the
+  stream's hypothesis is the partial and ``finish()`` gives the final.
+* :class:`LocalAgreementPolicy` - engines that re-decode (Whisper): LocalAgreement-2.  The open
+  utterance is re-transcribed every ``partial_interval_s`` of audio; the longest prefix on which the
+  last two hypotheses agree is committed; the decoded window is trimmed at committed word boundaries
+  (committed text then becomes the prompt) so it never grows past ~15 s; the final is a fresh pass over
+  the whole utterance (or, after trimming, over the remaining window), so it is as good as offline.
+
+Both are pure, blocking computations on one utterance; the session runs them in the model pool's
+worker threads, one job at a time per session, and owns all scheduling.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hearline.engines.base import SAMPLE_RATE, Engine, EngineStream, TranscribeOptions, Word
+
+logger = logging.getLogger(__name__)
+
+PROMPT_CHARS = 200
+WINDOW_SAMPLES = 512  # tail of earlier text given to the decoder as context
+
+
+@dataclass
+class Result:
+    """What one job produced: text for a partial, or everything a final needs."""
+
+    text: str
+    committed: str = ""
+    words: list[Word] = field(default_factory=list)  # absolute times (session clock)
+    language: str | None = None
+
+
+class Policy:
+    """One open utterance at a time.  All methods block and run in a worker thread."""
+
+    def begin(self, start_sample: int) -> None:
+        """A new utterance starts at ``start_sample`` on the session clock."""
+        raise NotImplementedError
+
+    def partial(self, audio: np.ndarray) -> Result | None:
+        """Take ``audio`` (new samples of the open utterance); return a partial result or None."""
+        raise NotImplementedError
+
+    def final(self, audio: np.ndarray) -> Result:
+        """Take the last samples, end the utterance and return its final result."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Abandon the open utterance, releasing whatever it holds."""
+
+    def close(self) -> None:
+        """Release everything (called once, after the last job)."""
+
+    #: samples to gather before a partial job is worth a trip to a worker thread
+    batch_samples: int = SAMPLE_RATE // 4
+
+    @property
+    def needs_lease(self) -> bool:
+        """Whether an open utterance holds a scarce engine resource (see the session's stream slots)."""
+        return False
+
+
+def _shift(words: list[Word], offset: float) -> list[Word]:
+    return [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability) for w in words]
+
+
+class NativePolicy(Policy):
+    def __init__(self, engine: Engine, options: TranscribeOptions) -> None:
+        self._engine = engine
+        self._options = options
+        self._stream: EngineStream | None = None
+        self._start = 0
+        self._last = ""
+
+    @property
+    def needs_lease(self) -> bool:
+        return True
+
+    def _get_stream(self) -> EngineStream:
+        if self._stream is None:
+            self._stream = self._engine.open_stream(self._options)
+        return self._stream
+
+    def begin(self, start_sample: int) -> None:
+        self._start = start_sample
+        self._last = ""
+
+    def partial(self, audio: np.ndarray) -> Result | None:
+        stream = self._get_stream()
+        stream.accept(audio)
+        text = stream.partial()
+        if text == self._last:
+            return None
+        self._last = text
+        return Result(text=text)
+
+    def final(self, audio: np.ndarray) -> Result:
+        stream = self._get_stream()
+        if audio.size:
+            stream.accept(audio)
+        transcript = stream.finish()
+        self._last = ""
+        return Result(
+            text=transcript.text,
+            words=_shift(transcript.words, self._start / SAMPLE_RATE),
+            language=transcript.language,
+        )
+
+    def discard(self) -> None:
+        if self._stream is not None:
+            # finish() ends the utterance and releases the decoder; its text is thrown away.
+            self._stream.finish()
+        self._last = ""
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+
+_NORM = re.compile(r"[^\w']+")
+
+
+def _norm(word: str) -> str:
+    return _NORM.sub("", word.lower())
+
+
+class LocalAgreementPolicy(Policy):
+    """LocalAgreement-2 over a trimmed window of the open utterance."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        options: TranscribeOptions,
+        partial_interval_s: float = 0.5,
+        trim_s: float = 12.0,
+        history: str = "",
+    ) -> None:
+        self._engine = engine
+        self._options = options
+        self.batch_samples = max(WINDOW_SAMPLES, int(partial_interval_s * SAMPLE_RATE))
+        self._trim = int(trim_s * SAMPLE_RATE)
+        self.history = history  # text of earlier finals (prompt context)
+        self._reset(0)
+
+    def _reset(self, start_sample: int) -> None:
+        self._start = start_sample  # utterance start, session clock
+        self._window: list[np.ndarray] = []
+        self._window_samples = 0
+        self._window_start = start_sample  # session-clock sample of the window's first sample
+        self._committed: list[Word] = []
+        self._trimmed_text = ""  # committed text whose audio was cut from the window
+        self._trimmed_words: list[Word] = []
+        self._hypothesis: list[Word] = []
+        self._language: str | None = self._options.language
+
+    def begin(self, start_sample: int) -> None:
+        self._reset(start_sample)
+
+    def _append(self, audio: np.ndarray) -> None:
+        if audio.size:
+            self._window.append(np.asarray(audio, dtype=np.float32))
+            self._window_samples += audio.size
+
+    def _audio(self) -> np.ndarray:
+        if len(self._window) > 1:
+            self._window = [np.concatenate(self._window)]
+        return self._window[0] if self._window else np.zeros(0, dtype=np.float32)
+
+    def _prompt(self) -> str | None:
+        parts = [self._options.prompt or "", self.history, self._trimmed_text]
+        text = " ".join(p.strip() for p in parts if p and p.strip())
+        return text[-PROMPT_CHARS:] or None
+
+    def _decode(self, language: str | None) -> tuple[list[Word], str | None]:
+        options = TranscribeOptions(
+            language=language,
+            task=self._options.task,
+            prompt=self._prompt(),
+            temperature=self._options.temperature,
+            beam_size=self._options.beam_size,
+            word_timestamps=True,
+            hotwords=self._options.hotwords,
+        )
+        transcript = self._engine.transcribe(self._audio(), options)
+        words = transcript.words
+        if not words and transcript.text.strip():
+            # An engine without word times: spread the words evenly over the window.
+            tokens = transcript.text.split()
+            span = max(transcript.duration, 1e-3) / len(tokens)
+            words = [Word(t, i * span, (i + 1) * span) for i, t in enumerate(tokens)]
+        return _shift(words, self._window_start / SAMPLE_RATE), transcript.language
+
+    def _committed_text(self) -> str:
+        return " ".join(w.word.strip() for w in self._committed).strip()
+
+    def _new_words(self, words: list[Word]) -> list[Word]:
+        """Words of a fresh hypothesis that come after what is already committed."""
+        done = (self._trimmed_words + self._committed)[-5:]
+        if not done:
+            return words
+        last_end = done[-1].end
+        fresh = [w for w in words if w.start > last_end - 0.1]
+        # Drop an n-gram the decoder repeated across the commit boundary.
+        tail = [_norm(w.word) for w in done]
+        for n in range(min(5, len(fresh), len(tail)), 0, -1):
+            if [_norm(w.word) for w in fresh[:n]] == tail[-n:]:
+                return fresh[n:]
+        return fresh
+
+    def partial(self, audio: np.ndarray) -> Result | None:
+        self._append(audio)
+        words, language = self._decode(self._language)
+        if self._language is None:
+            self._language = language  # auto: fix the language for this utterance's partials
+        fresh = self._new_words(words)
+        agreed = 0
+        for old, new in zip(self._hypothesis, fresh, strict=False):
+            if _norm(old.word) != _norm(new.word):
+                break
+            agreed += 1
+        self._committed.extend(fresh[:agreed])
+        self._hypothesis = fresh[agreed:]
+        self._maybe_trim()
+        committed = " ".join(p for p in (self._trimmed_text, self._committed_text()) if p).strip()
+        rest = " ".join(w.word.strip() for w in self._hypothesis).strip()
+        return Result(text=f"{committed} {rest}".strip(), committed=committed, language=self._language)
+
+    def _maybe_trim(self) -> None:
+        if self._window_samples <= self._trim or not self._committed:
+            return
+        cut_time = self._committed[-1].end
+        cut = round(cut_time * SAMPLE_RATE) - self._window_start
+        if cut <= 0 or cut >= self._window_samples:
+            return
+        audio = self._audio()
+        self._window = [audio[cut:].copy()]
+        self._window_samples = self._window[0].size
+        self._window_start += cut
+        self._trimmed_text = f"{self._trimmed_text} {self._committed_text()}".strip()
+        self._trimmed_words = self._trimmed_words + self._committed
+        self._committed = []
+
+    def final(self, audio: np.ndarray) -> Result:
+        self._append(audio)
+        trimmed = self._trimmed_text
+        language = self._options.language if not trimmed else self._language
+        words, detected = self._decode(language)
+        kept = list(self._trimmed_words)
+        text = " ".join(p for p in (trimmed, " ".join(w.word.strip() for w in words)) if p).strip()
+        self.history = f"{self.history} {text}".strip()[-PROMPT_CHARS:]
+        result = Result(text=text, words=kept + words, language=detected or language)
+        self._reset(self._window_start + self._window_samples)
+        return result
+
+    def discard(self) -> None:
+        self._reset(self._window_start + self._window_samples)
+
+
+def choose_policy(
+    engine: Engine,
+    options: TranscribeOptions,
+    partial_interval_s: float = 0.5,
+    prefer: str = "auto",
+) -> Policy:
+    """Native streaming when the engine has it (unless told otherwise), LocalAgreement-2 otherwise."""
+    if prefer == "native" or (prefer == "auto" and engine.capabilities.native_streaming):
+        return NativePolicy(engine, options)
+    return LocalAgreementPolicy(engine, options, partial_interval_s=partial_interval_s)

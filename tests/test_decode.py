@@ -1,0 +1,152 @@
+"""audio/decode.py: every container the API accepts -> 16 kHz mono float32; one error type for bad input."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hearline.audio.decode import (
+    AudioDecodeError,
+    StreamResampler,
+    decode_audio,
+    float_to_pcm16,
+    pcm16_to_float,
+    resample,
+)
+from tests.helpers import clip
+
+GO_FORWARD = clip("en_pocketsphinx_goforward")
+
+# (extension, ffmpeg codec arguments); each is what a browser, phone or desktop app typically uploads
+CONTAINERS = [
+    ("wav", ["-c:a", "pcm_s16le"]),
+    ("flac", ["-c:a", "flac"]),
+    ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k"]),
+    ("ogg", ["-c:a", "libopus", "-b:a", "32k"]),
+    ("webm", ["-c:a", "libopus", "-b:a", "32k"]),
+    ("m4a", ["-c:a", "aac", "-b:a", "64k"]),
+]
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return decode_audio(str(GO_FORWARD.path))
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("media")
+    source = str(GO_FORWARD.path)
+    for ext, codec in CONTAINERS:
+        # stereo at 48 kHz (Opus's native rate) so the decoder really has to convert rate and channels
+        _ffmpeg("-i", source, "-ar", "48000", "-ac", "2", *codec, str(out / f"go.{ext}"))
+    # video with an audio track, and video without one
+    _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:d=2.8", "-i", source, "-shortest",
+            "-c:v", "mpeg4", "-c:a", "aac", str(out / "go.mp4"))  # fmt: skip
+    _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:d=1", "-c:v", "mpeg4", str(out / "silent.mp4"))
+    # a stereo file with different content per channel: left = speech, right = silence
+    _ffmpeg("-i", source, "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-filter_complex",
+            "[0:a][1:a]amerge=inputs=2[a]", "-map", "[a]", "-t", "2.786", "-c:a", "pcm_s16le",
+            str(out / "split.wav"))  # fmt: skip
+    return out
+
+
+def header_only(mp3: bytes) -> bytes:
+    """The ID3 tag and the Xing/Info frame of an MP3: headers, no audio frames."""
+    marker = max(mp3.find(b"Info"), mp3.find(b"Xing"))
+    assert marker > 0
+    start = mp3.rfind(b"\xff", 0, marker)  # sync of the Info frame
+    for i in range(marker, len(mp3) - 1):
+        if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
+            return mp3[:i]
+    raise AssertionError("no audio frame after the Info frame")
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak normalised cross-correlation: encoders add delay/padding, so compare shape, not samples."""
+    n = min(a.size, b.size)
+    a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+    corr = np.fft.irfft(np.fft.rfft(a, 2 * n) * np.conj(np.fft.rfft(b, 2 * n)))
+    return float(np.max(np.abs(corr)) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize(("ext", "codec"), [*CONTAINERS, ("mp4", [])])
+def test_every_container_decodes_to_16k_mono(
+    media_dir: Path, reference: np.ndarray, ext: str, codec: list[str]
+) -> None:
+    audio = decode_audio(str(media_dir / f"go.{ext}"))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(audio.size / 16000 - GO_FORWARD.duration) < 0.15  # codec padding only
+    assert np.max(np.abs(audio)) <= 1.0
+    assert _similarity(audio, reference) > 0.9
+
+
+def test_file_objects_and_bytes_decode_the_same(media_dir: Path) -> None:
+    path = media_dir / "go.flac"
+    from_path = decode_audio(str(path))
+    from_bytes = decode_audio(path.read_bytes())
+    with path.open("rb") as handle:
+        from_file = decode_audio(handle)
+    assert np.array_equal(from_path, from_bytes) and np.array_equal(from_path, from_file)
+
+
+def test_split_stereo_keeps_channels_apart(media_dir: Path) -> None:
+    both = decode_audio(str(media_dir / "split.wav"), split_stereo=True)
+    assert both.shape[0] == 2 and both.dtype == np.float32
+    left, right = both
+    assert np.sqrt(np.mean(left**2)) > 0.01
+    assert np.max(np.abs(right)) < 1e-4
+    mono = decode_audio(str(GO_FORWARD.path), split_stereo=True)
+    assert mono.shape[0] == 1  # a mono input gives one row
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"just some text, not audio at all\n" * 20, "not a recognised audio"),
+        (np.random.default_rng(3).bytes(40_000), None),
+    ],
+    ids=["empty", "text", "random"],
+)
+def test_bad_input_raises_one_error_type(payload: bytes, message: str | None) -> None:
+    with pytest.raises(AudioDecodeError, match=message):
+        decode_audio(payload)
+    with pytest.raises(AudioDecodeError):
+        decode_audio(io.BytesIO(payload))
+
+
+def test_no_audio_stream_and_missing_file(media_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(AudioDecodeError, match="no audio stream"):
+        decode_audio(str(media_dir / "silent.mp4"))
+    with pytest.raises(AudioDecodeError):
+        decode_audio(str(tmp_path / "absent.wav"))
+
+
+def test_truncated_files(media_dir: Path) -> None:
+    mp3 = (media_dir / "go.mp3").read_bytes()
+    half = decode_audio(mp3[: len(mp3) // 2])
+    assert 0.5 < half.size / 16000 < GO_FORWARD.duration  # what arrived is decoded, as players do
+    with pytest.raises(AudioDecodeError):
+        decode_audio(header_only(mp3))  # ID3 tag and the Info frame only: no audio at all
+
+
+def test_pcm16_round_trip_and_resampling() -> None:
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(24000) / 24000)).astype(np.float32)
+    back = pcm16_to_float(float_to_pcm16(tone))
+    assert np.max(np.abs(back - tone)) < 1e-4
+    with pytest.raises(AudioDecodeError):
+        pcm16_to_float(b"\x00\x01\x02")
+    resampled = resample(tone, 24000, 16000)
+    assert abs(resampled.size - 16000) < 200
+    streamed = StreamResampler(24000)
+    pieces = [streamed.push(tone[i : i + 4800]) for i in range(0, tone.size, 4800)] + [streamed.flush()]
+    assert abs(sum(p.size for p in pieces) - 16000) < 200

@@ -1,0 +1,112 @@
+"""/v1/models on a real server, through the official ``openai`` SDK and httpx."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from hearline.config import Settings
+from tests.fileserver import FileServer, file_server, make_tar_bz2
+from tests.helpers import running_server
+
+SUBDIR = "sherpa-onnx-api-test"
+ARCHIVE = make_tar_bz2({f"{SUBDIR}/model.int8.onnx": b"m" * 200_000, f"{SUBDIR}/tokens.txt": b"<blk> 0\n"})
+
+
+def _settings(tmp_path: Path, url: str, **overrides) -> Settings:
+    models_file = tmp_path / "models.yaml"
+    entry = {
+        "type": "sense_voice",
+        "dir": SUBDIR,
+        "files": {"model": "model.int8.onnx", "tokens": "tokens.txt"},
+        "languages": ["en"],
+        "download": {"url": url, "archive_subdir": SUBDIR, "sha256": hashlib.sha256(ARCHIVE).hexdigest()},
+    }
+    models_file.write_text(yaml.safe_dump({"models": {"api-test": entry}}))
+    return Settings.load(model_dir=tmp_path / "models", models_file=models_file, **overrides)
+
+
+@pytest.fixture()
+def files() -> FileServer:
+    with file_server() as srv:
+        yield srv
+
+
+def test_sdk_lists_and_retrieves_models(tmp_path: Path, files: FileServer) -> None:
+    settings = _settings(tmp_path, files.add(f"/{SUBDIR}.tar.bz2", ARCHIVE))
+    with running_server(settings) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+        models = {m.id: m for m in client.models.list()}
+        assert {"pocketsphinx", "sensevoice-small", "ggml-tiny", "tiny", "api-test"} <= set(models)
+        ps = models["pocketsphinx"]
+        assert ps.object == "model" and ps.owned_by == "hearline"
+        assert ps.model_extra["status"] == "loaded" and ps.model_extra["default"] is True
+        sv = models["sensevoice-small"]
+        assert sv.model_extra["status"] == "available" and sv.model_extra["engine"] == "sherpa-onnx"
+        assert sv.model_extra["languages"] == ["zh", "en", "ja", "ko", "yue"]
+        assert models["ggml-tiny"].model_extra["size_bytes"] == 77691713
+        assert models["api-test"].owned_by == "user"
+
+        retrieved = client.models.retrieve("sensevoice.small")  # aliases resolve to the canonical id
+        assert retrieved.id == "sensevoice-small"
+        assert client.models.retrieve("Systran/faster-whisper-tiny").id == "tiny"  # ids may contain "/"
+        with pytest.raises(openai.NotFoundError) as info:
+            client.models.retrieve("no-such-model")
+        assert info.value.body["code"] == "model_not_found"
+
+        installed = httpx.get(server.url + "/v1/models", params={"status": "loaded"}).json()["data"]
+        assert [m["id"] for m in installed] == ["pocketsphinx"]
+
+
+def test_download_progress_unload_and_remove(tmp_path: Path, files: FileServer, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    files.state.delay_s = 0.01
+    settings = _settings(tmp_path, files.add(f"/{SUBDIR}.tar.bz2", ARCHIVE))
+    with running_server(settings) as server:
+        started = httpx.post(server.url + "/v1/models/api-test")
+        assert started.status_code == 202
+        assert started.json()["status"] in {"downloading", "installed"}
+        deadline = time.monotonic() + 60
+        obj = started.json()
+        while obj["status"] != "installed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            obj = httpx.get(server.url + "/v1/models/api-test").json()
+        assert obj["status"] == "installed" and obj["path"] == str(settings.model_dir / SUBDIR)
+        assert len(files.state.gets(f"/{SUBDIR}.tar.bz2")) == 1
+        assert httpx.post(server.url + "/v1/models/api-test").status_code == 200  # already installed
+
+        unload = httpx.delete(server.url + "/v1/models/pocketsphinx").json()
+        assert unload == {"id": "pocketsphinx", "object": "model", "deleted": True, "unloaded": True, "removed": False}
+        assert httpx.get(server.url + "/v1/models/pocketsphinx").json()["status"] == "installed"
+
+        removed = httpx.delete(server.url + "/v1/models/api-test", params={"remove": "true"}).json()
+        assert removed["removed"] is True and not (settings.model_dir / SUBDIR).exists()
+        assert httpx.get(server.url + "/v1/models/api-test").json()["status"] == "available"
+        refused = httpx.delete(server.url + "/v1/models/pocketsphinx", params={"remove": "true"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "not_removable"
+
+
+def test_offline_download_request_is_refused(tmp_path: Path, files: FileServer) -> None:
+    settings = _settings(tmp_path, files.add(f"/{SUBDIR}.tar.bz2", ARCHIVE), offline=True)
+    with running_server(settings) as server:
+        response = httpx.post(server.url + "/v1/models/api-test")
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["code"] == "offline" and "hearline models pull api-test" in error["message"]
+        assert httpx.post(server.url + "/v1/models/nope").status_code == 404
+    assert files.state.requests == []
+
+
+def test_api_key_is_required_when_configured(tmp_path: Path, files: FileServer) -> None:
+    settings = _settings(tmp_path, files.add(f"/{SUBDIR}.tar.bz2", ARCHIVE), api_key="secret")
+    with running_server(settings) as server:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=server.url + "/v1", api_key="wrong").models.list()
+        ids = [m.id for m in openai.OpenAI(base_url=server.url + "/v1", api_key="secret").models.list()]
+        assert "pocketsphinx" in ids

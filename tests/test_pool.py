@@ -1,0 +1,190 @@
+"""ModelPool: one load per model under concurrency, LRU eviction under the memory budget, idle unload,
+auto-download on first use (a real tiny sherpa-onnx model over a local HTTP server), offline refusal.
+
+A light fake engine (this module's ``load``) stands in where only the pool's bookkeeping is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hearline.config import Settings
+from hearline.engines.base import Capabilities, Engine, TranscribeOptions, Transcript
+from hearline.models.download import ModelNotInstalled
+from hearline.models.pool import ModelPool
+from hearline.models.resolve import ENGINE_MODULES
+from tests.fileserver import file_server, tar_directory
+
+LOADS: dict[str, int] = {}
+_loads_lock = threading.Lock()
+
+
+class FakeEngine(Engine):
+    kind = "fake"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.closed = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(languages=frozenset({"en"}))
+
+    def transcribe(self, audio, options, on_segment=None) -> Transcript:  # type: ignore[no-untyped-def]
+        return Transcript("fake", [], "en", None, len(audio) / 16000)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def load(spec, settings):  # type: ignore[no-untyped-def]
+    """Engine entry point for ``engine: fake`` models.yaml entries (slow enough for loads to overlap)."""
+    with _loads_lock:
+        LOADS[spec.name] = LOADS.get(spec.name, 0) + 1
+    time.sleep(0.2)
+    return FakeEngine(spec.name)
+
+
+@pytest.fixture(autouse=True)
+def _fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ENGINE_MODULES, "fake", __name__)
+    LOADS.clear()
+
+
+def _settings(tmp_path: Path, names: list[str], memory_mb: int = 60, **overrides) -> Settings:
+    model_dir = tmp_path / "models"
+    models = {}
+    for name in names:
+        (model_dir / name).mkdir(parents=True)
+        models[name] = {"engine": "fake", "dir": name, "memory_mb": memory_mb}
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump({"models": models}))
+    return Settings.load(model_dir=model_dir, models_file=models_file, **overrides)
+
+
+async def test_concurrent_first_requests_load_once(tmp_path: Path) -> None:
+    pool = ModelPool(_settings(tmp_path, ["a"]))
+    try:
+        engines = await asyncio.gather(*(pool.get("a") for _ in range(8)))
+        assert LOADS == {"a": 1}
+        assert all(engine is engines[0] for engine in engines)
+        result = await pool.run(engines[0], engines[0].transcribe, np.zeros(16000, np.float32), TranscribeOptions())
+        assert result.text == "fake"
+    finally:
+        await pool.close()
+
+
+async def test_concurrent_pocketsphinx_loads_once(tmp_path: Path) -> None:
+    pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=tmp_path / "none.yaml"))
+    try:
+        engines = await asyncio.gather(pool.get(None), pool.get("pocketsphinx"), pool.get("whisper-1"))
+        assert engines[0] is engines[1] is engines[2]
+        assert pool.loaded() == ["pocketsphinx"] and engines[0].kind == "pocketsphinx"
+    finally:
+        await pool.close()
+
+
+async def test_memory_budget_evicts_least_recently_used(tmp_path: Path) -> None:
+    pool = ModelPool(_settings(tmp_path, ["a", "b", "c"], memory_mb=60, memory_budget_mb=130))
+    try:
+        a = await pool.get("a")
+        await pool.get("b")
+        assert sorted(pool.loaded()) == ["a", "b"]
+        await pool.get("a")  # a is now more recently used than b
+        await pool.get("c")  # 180 MB > 130 MB: b goes
+        assert sorted(pool.loaded()) == ["a", "c"]
+        assert not a.closed
+        await pool.get("b")  # loads again; a is now the least recently used
+        assert sorted(pool.loaded()) == ["b", "c"] and a.closed
+        assert LOADS == {"a": 1, "b": 2, "c": 1}
+    finally:
+        await pool.close()
+
+
+async def test_idle_models_are_unloaded_but_not_the_default(tmp_path: Path) -> None:
+    pool = ModelPool(_settings(tmp_path, ["a"], idle_unload_s=0.2))
+    try:
+        await pool.get(None)
+        engine = await pool.get("a")
+        deadline = time.monotonic() + 30
+        while "a" in pool.loaded() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert pool.loaded() == ["pocketsphinx"] and engine.closed
+        await pool.get("a")
+        assert LOADS == {"a": 2}
+    finally:
+        await pool.close()
+
+
+async def test_missing_model_offline_is_refused_without_network(tmp_path: Path) -> None:
+    with file_server() as server:
+        url = server.add("/x.tar.bz2", b"never served")
+        models_file = tmp_path / "models.yaml"
+        models_file.write_text(yaml.safe_dump({"models": {"remote": {"type": "sense_voice", "dir": "remote",
+                                                                      "download": {"url": url}}}}))  # fmt: skip
+        settings = Settings.load(model_dir=tmp_path / "m", models_file=models_file)  # conftest: HF_HUB_OFFLINE=1
+        pool = ModelPool(settings)
+        try:
+            with pytest.raises(ModelNotInstalled, match="hearline models pull remote"):
+                await pool.get("remote")
+            assert server.state.requests == []
+            assert not pool.loading
+        finally:
+            await pool.close()
+
+
+async def test_auto_download_on_first_use_loads_real_sherpa_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.tiny_sherpa import build_sense_voice
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    subdir = "sherpa-onnx-tiny-sense-voice"
+    built = build_sense_voice(tmp_path / "build" / subdir)
+    archive = tar_directory(built, subdir)
+    with file_server() as server:
+        url = server.add(f"/{subdir}.tar.bz2", archive)
+        entry = {
+            "type": "sense_voice",
+            "dir": subdir,
+            "files": {"model": "model.int8.onnx", "tokens": "tokens.txt"},
+            "download": {"url": url, "archive_subdir": subdir, "sha256": hashlib.sha256(archive).hexdigest()},
+        }
+        models_file = tmp_path / "models.yaml"
+        models_file.write_text(yaml.safe_dump({"models": {"tiny-sv": entry}}))
+        pool = ModelPool(Settings.load(model_dir=tmp_path / "models", models_file=models_file))
+        try:
+            engines = await asyncio.gather(pool.get("tiny-sv"), pool.get("tiny-sv"))
+            assert engines[0] is engines[1] and engines[0].kind == "sherpa-onnx"
+            assert len(server.state.gets(f"/{subdir}.tar.bz2")) == 1
+            assert pool.downloads.get("tiny-sv").state == "done"
+            assert (tmp_path / "models" / subdir / "model.int8.onnx").exists()
+            audio = np.zeros(16000, np.float32)
+            result = await pool.run(engines[0], engines[0].transcribe, audio, TranscribeOptions())
+            assert isinstance(result, Transcript) and result.duration == pytest.approx(1.0)
+        finally:
+            await pool.close()
+
+
+async def test_failed_auto_download_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with file_server() as server:
+        models_file = tmp_path / "models.yaml"
+        entry = {"type": "sense_voice", "dir": "gone", "download": {"url": server.url + "/gone.tar.bz2"}}
+        models_file.write_text(yaml.safe_dump({"models": {"gone": entry}}))
+        pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=models_file))
+        try:
+            with pytest.raises(ModelNotInstalled, match=r"downloading it failed.*HTTP 404"):
+                await pool.get("gone")
+            assert len(server.state.gets("/gone.tar.bz2")) == 1 and not pool.loading
+            assert pool.downloads.get("gone").state == "error"
+        finally:
+            await pool.close()

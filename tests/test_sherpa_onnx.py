@@ -1,0 +1,437 @@
+"""The sherpa-onnx engine on tiny random-weight models written in sherpa-onnx's real file format.
+
+The models are built by ``tests/tiny_sherpa.py`` (ONNX graphs with the metadata sherpa-onnx reads), so
+everything from file discovery through sherpa-onnx's own feature extraction, decoding and result
+objects runs for real.  Weights are random: tests assert plumbing, never words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hearline.audio.decode import decode_audio
+from hearline.config import Settings
+from hearline.engines import sherpa_onnx as engine_mod
+from hearline.engines.base import (
+    SAMPLE_RATE,
+    EngineError,
+    ModelFilesMissing,
+    TranscribeOptions,
+    Transcript,
+    UnsupportedOption,
+)
+from hearline.live.session import Final, LiveOptions, LiveSession, Partial
+from hearline.models.pool import ModelPool
+from hearline.models.resolve import SHERPA_ONNX, ModelSpec, load_engine, resolve_model
+from tests.helpers import clip
+from tests.tiny_sherpa import (
+    WHISPER_LANGUAGES,
+    build_offline_transducer,
+    build_paraformer,
+    build_sense_voice,
+    build_streaming_zipformer2,
+    build_whisper,
+)
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings.load(threads=1)
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return decode_audio(clip("en_fw_jfk").path)
+
+
+@pytest.fixture(scope="module")
+def sense_voice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sense_voice(tmp_path_factory.mktemp("sherpa") / "sherpa-onnx-sense-voice-tiny")
+
+
+@pytest.fixture(scope="module")
+def zipformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_streaming_zipformer2(tmp_path_factory.mktemp("sherpa") / "sherpa-onnx-streaming-zipformer-tiny")
+
+
+def assert_timeline(transcript: Transcript, duration: float) -> None:
+    """Segments and words are ordered, non-negative and inside the audio."""
+    previous = 0.0
+    for segment in transcript.segments:
+        assert 0.0 <= segment.start <= segment.end <= duration + 1e-3, segment
+        assert segment.start >= previous - 1e-3, (segment, previous)
+        previous = segment.start
+        for word in segment.words:
+            assert segment.start - 1e-3 <= word.start <= word.end <= segment.end + 1e-3, (word, segment)
+    starts = [w.start for w in transcript.words]
+    assert starts == sorted(starts)
+
+
+# ----------------------------------------------------------------------------------------- sense_voice
+
+
+def test_sense_voice_loads_from_a_path_and_transcribes(sense_voice_dir: Path, settings: Settings, speech) -> None:
+    spec = resolve_model(str(sense_voice_dir), settings)
+    assert spec.engine == SHERPA_ONNX
+    engine = load_engine(spec, settings)
+    assert engine.kind == "sherpa-onnx"
+    assert engine.type == "sense_voice"
+    caps = engine.capabilities
+    assert caps.native_streaming is False
+    assert caps.language_detection is True
+    assert caps.languages == frozenset({"zh", "en", "ja", "ko", "yue"})
+    assert engine.memory_bytes() > 0
+
+    seen = []
+    transcript = engine.transcribe(speech, TranscribeOptions(), on_segment=seen.append)
+    duration = speech.size / SAMPLE_RATE
+    assert transcript.duration == pytest.approx(duration)
+    assert transcript.segments, "the tiny model emits tokens on real speech"
+    assert seen == transcript.segments
+    assert transcript.text == "".join(s.text for s in transcript.segments).strip()
+    assert transcript.words, "SenseVoice token timestamps become words"
+    # The model's language query says <|en|> for "auto": the detected language is reported.
+    assert transcript.language == "en"
+    assert_timeline(transcript, duration)
+    with pytest.raises(UnsupportedOption):
+        engine.open_stream(TranscribeOptions())
+
+
+def test_sense_voice_language_binds_a_cached_recognizer(sense_voice_dir: Path, settings: Settings, speech) -> None:
+    engine = load_engine(resolve_model(str(sense_voice_dir), settings), settings)
+    short = speech[: 3 * SAMPLE_RATE]
+    result = engine.transcribe(short, TranscribeOptions(language="zh"))
+    assert result.language == "zh"
+    first = engine._recognizers[("zh", "transcribe")]
+    engine.transcribe(short, TranscribeOptions(language="zh-CN"))
+    assert engine._recognizers[("zh", "transcribe")] is first  # reused, not rebuilt
+    for language in ("ja", "ko", "yue"):
+        engine.transcribe(short, TranscribeOptions(language=language))
+    assert len(engine._recognizers) == engine_mod.RECOGNIZER_CACHE
+    assert ("zh", "transcribe") not in engine._recognizers  # least recently used went first
+    with pytest.raises(UnsupportedOption, match="fr"):
+        engine.transcribe(short, TranscribeOptions(language="fr"))
+    with pytest.raises(UnsupportedOption, match="translate"):
+        engine.transcribe(short, TranscribeOptions(task="translate"))
+
+
+def test_sense_voice_registry_entry_with_files_and_options(sense_voice_dir: Path, settings: Settings) -> None:
+    """A seed-001 models.yaml entry (type, files, options) loads with its options applied."""
+    spec = ModelSpec(
+        name="sensevoice-small",
+        engine=SHERPA_ONNX,
+        path=sense_voice_dir,
+        options={
+            "type": "sense_voice",
+            "files": {"model": "model.int8.onnx", "tokens": "tokens.txt"},
+            "options": {"use_itn": False, "language": "ko"},
+            "num_threads": 2,
+        },
+    )
+    engine = load_engine(spec, Settings.load())
+    assert engine.use_itn is False
+    assert engine.default_language == "ko"
+    assert engine.num_threads == 2
+    assert list(engine._recognizers) == [("ko", "transcribe")]
+    result = engine.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), TranscribeOptions())
+    assert result.language == "ko"
+    # settings.threads wins over the registry's num_threads
+    assert load_engine(spec, settings).num_threads == 1
+
+
+def test_long_audio_is_decoded_in_pieces_with_absolute_times(sense_voice_dir: Path, settings: Settings, speech):
+    engine = load_engine(resolve_model(str(sense_voice_dir), settings), settings)
+    long = np.concatenate([speech, speech, speech])  # 33 s: more than one piece
+    pieces = list(engine_mod.split_long(long))
+    assert len(pieces) >= 2
+    assert all(p.size <= engine_mod.MAX_PIECE_S * SAMPLE_RATE for _, p in pieces)
+    assert sum(p.size for _, p in pieces) == long.size
+    transcript = engine.transcribe(long, TranscribeOptions())
+    duration = long.size / SAMPLE_RATE
+    assert_timeline(transcript, duration)
+    assert transcript.segments[-1].end > pieces[-1][0] / SAMPLE_RATE, "later pieces' times are offset"
+    assert [s.id for s in transcript.segments] == list(range(len(transcript.segments)))
+
+
+def test_missing_files_are_named(tmp_path: Path, settings: Settings) -> None:
+    model_dir = build_sense_voice(tmp_path / "sv")
+    (model_dir / "tokens.txt").unlink()
+    spec = ModelSpec(name="sv", engine=SHERPA_ONNX, path=model_dir, options={"type": "sense_voice"})
+    with pytest.raises(ModelFilesMissing, match=re.escape("tokens.txt")):
+        load_engine(spec, settings)
+
+    spec = ModelSpec(
+        name="sv",
+        engine=SHERPA_ONNX,
+        path=model_dir,
+        options={"type": "whisper", "files": {"encoder": "tiny-encoder.int8.onnx", "tokens": "tokens.txt"}},
+    )
+    with pytest.raises(ModelFilesMissing) as info:
+        load_engine(spec, settings)
+    message = str(info.value)
+    for expected in ("tiny-encoder.int8.onnx", "decoder", "tokens.txt"):
+        assert expected in message
+
+    with pytest.raises(ModelFilesMissing, match="does not exist"):
+        load_engine(ModelSpec(name="gone", engine=SHERPA_ONNX, path=tmp_path / "gone"), settings)
+    with pytest.raises(ModelFilesMissing, match="no sherpa-onnx model recognised"):
+        load_engine(ModelSpec(name="empty", engine=SHERPA_ONNX, path=tmp_path), settings)
+
+
+def test_model_without_required_metadata_is_an_error_not_an_exit(tmp_path: Path, settings: Settings) -> None:
+    """sherpa-onnx exits the process on a missing metadata key; the engine must refuse first."""
+    model_dir = build_sense_voice(tmp_path / "sv", omit_meta=("lfr_window_size",))
+    with pytest.raises(EngineError, match="lfr_window_size"):
+        load_engine(ModelSpec(name="sv", engine=SHERPA_ONNX, path=model_dir), settings)
+    model_dir = build_sense_voice(tmp_path / "sv2", omit_meta=("lang_yue",))
+    with pytest.raises(EngineError, match="lang_yue"):
+        load_engine(ModelSpec(name="sv", engine=SHERPA_ONNX, path=model_dir), settings)
+
+    streaming = build_streaming_zipformer2(tmp_path / "zf")
+    encoder = onnx.load(str(streaming / "encoder.onnx"))
+    kept = [p for p in encoder.metadata_props if p.key != "left_context_len"]
+    del encoder.metadata_props[:]
+    encoder.metadata_props.extend(kept)
+    onnx.save(encoder, str(streaming / "encoder.onnx"))
+    with pytest.raises(EngineError, match="left_context_len"):
+        load_engine(ModelSpec(name="zf", engine=SHERPA_ONNX, path=streaming), settings)
+
+
+def test_unknown_type_is_rejected(sense_voice_dir: Path, settings: Settings) -> None:
+    spec = ModelSpec(name="x", engine=SHERPA_ONNX, path=sense_voice_dir, options={"type": "nemo_rnnt"})
+    with pytest.raises(EngineError, match="nemo_rnnt"):
+        load_engine(spec, settings)
+
+
+def test_metadata_reader_matches_onnx(sense_voice_dir: Path, zipformer_dir: Path) -> None:
+    for path in (sense_voice_dir / "model.int8.onnx", zipformer_dir / "encoder.onnx"):
+        expected = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert engine_mod.onnx_metadata(path) == expected
+
+
+# ----------------------------------------------------------------------- streaming (online) transducer
+
+
+def test_streaming_transducer_partials_and_finish(zipformer_dir: Path, settings: Settings, speech) -> None:
+    spec = resolve_model(str(zipformer_dir), settings)
+    engine = load_engine(spec, settings)
+    assert engine.type == "online_transducer"
+    assert engine.capabilities.native_streaming is True
+    assert engine.capabilities.word_timestamps is True
+
+    stream = engine.open_stream(TranscribeOptions())
+    assert stream.partial() == ""
+    partials: list[str] = []
+    chunk = SAMPLE_RATE // 10
+    for start in range(0, speech.size, chunk):
+        stream.accept(speech[start : start + chunk])
+        partials.append(stream.partial())
+    growing = [p for p in partials if p]
+    assert growing, "partials appear while audio is still arriving"
+    assert partials.index(growing[0]) < len(partials) // 2
+    for earlier, later in itertools.pairwise(growing):
+        assert later.startswith(earlier)  # greedy transducer hypotheses only grow
+    final = stream.finish()
+    duration = speech.size / SAMPLE_RATE
+    assert final.duration == pytest.approx(duration)
+    assert final.text.startswith(growing[-1].split()[0])
+    assert final.words
+    assert_timeline(final, duration)
+
+    # The stream is ready for the next utterance, with times relative to its own start.
+    assert stream.partial() == ""
+    second = speech[: 2 * SAMPLE_RATE]
+    stream.accept(second)
+    again = stream.finish()
+    assert again.duration == pytest.approx(2.0)
+    assert_timeline(again, 2.0)
+    assert stream.finish().text == ""  # an empty utterance is fine
+    stream.close()
+
+
+def test_streaming_transducer_offline_transcribe(zipformer_dir: Path, settings: Settings, speech) -> None:
+    engine = load_engine(resolve_model(str(zipformer_dir), settings), settings)
+    transcript = engine.transcribe(speech, TranscribeOptions())
+    assert transcript.segments
+    assert_timeline(transcript, speech.size / SAMPLE_RATE)
+
+
+def test_seed_transducer_type_on_a_streaming_model_uses_the_online_recognizer(
+    zipformer_dir: Path, settings: Settings
+) -> None:
+    spec = ModelSpec(
+        name="zipformer",
+        engine=SHERPA_ONNX,
+        path=zipformer_dir,
+        options={
+            "type": "transducer",
+            "files": {
+                "encoder": "encoder.onnx",
+                "decoder": "decoder.onnx",
+                "joiner": "joiner.onnx",
+                "tokens": "tokens.txt",
+            },
+        },
+    )
+    engine = load_engine(spec, settings)
+    assert engine.type == "online_transducer"
+    assert engine.capabilities.native_streaming is True
+
+
+# ------------------------------------------------------------------------- paraformer, offline transducer
+
+
+def test_paraformer_inferred_and_transcribes(tmp_path: Path, settings: Settings, speech) -> None:
+    model_dir = build_paraformer(tmp_path / "sherpa-onnx-paraformer-zh-tiny")
+    engine = load_engine(resolve_model(str(model_dir), settings), settings)
+    assert engine.type == "paraformer"  # model.int8.onnx without SenseVoice's metadata
+    assert engine.files["paraformer"] == model_dir / "model.int8.onnx"
+    assert engine.capabilities.native_streaming is False
+    transcript = engine.transcribe(speech, TranscribeOptions(language="zh"))
+    assert transcript.segments
+    assert transcript.language == "zh"
+    assert_timeline(transcript, speech.size / SAMPLE_RATE)
+    # seed 001 names the file role "paraformer"
+    spec = ModelSpec(
+        name="paraformer-zh",
+        engine=SHERPA_ONNX,
+        path=model_dir,
+        options={"type": "paraformer", "files": {"paraformer": "model.int8.onnx", "tokens": "tokens.txt"}},
+    )
+    assert load_engine(spec, settings).type == "paraformer"
+
+
+def test_offline_transducer_inferred_and_transcribes(tmp_path: Path, settings: Settings, speech) -> None:
+    model_dir = build_offline_transducer(tmp_path / "sherpa-onnx-zipformer-en-tiny")
+    engine = load_engine(resolve_model(str(model_dir), settings), settings)
+    assert engine.type == "transducer"
+    assert engine.files["encoder"].name == "encoder-epoch-99-avg-1.int8.onnx"  # int8 preferred
+    assert engine.capabilities.native_streaming is False
+    with pytest.raises(UnsupportedOption):
+        engine.open_stream(TranscribeOptions())
+    transcript = engine.transcribe(speech, TranscribeOptions())
+    assert transcript.words
+    assert all(isinstance(w.start, float) for w in transcript.words)
+    assert_timeline(transcript, speech.size / SAMPLE_RATE)
+
+
+# -------------------------------------------------------------------------------------------- whisper
+
+
+def test_whisper_onnx_languages_tasks_and_cache(tmp_path: Path, settings: Settings, speech) -> None:
+    model_dir = build_whisper(tmp_path / "sherpa-onnx-whisper-tiny", prefix="tiny")
+    # no type given: encoder + decoder without a joiner is a Whisper export; files use the size prefix
+    engine = load_engine(ModelSpec(name="whisper-tiny", engine=SHERPA_ONNX, path=model_dir), settings)
+    assert engine.type == "whisper"
+    assert engine.files["tokens"].name == "tiny-tokens.txt"
+    caps = engine.capabilities
+    assert caps.languages == frozenset(WHISPER_LANGUAGES)  # from the model's metadata
+    assert caps.translate and caps.language_detection and not caps.native_streaming
+
+    short = speech[: 4 * SAMPLE_RATE]
+    detected = engine.transcribe(short, TranscribeOptions())
+    assert detected.language in WHISPER_LANGUAGES
+    assert detected.segments
+    assert_timeline(detected, 4.0)
+    german = engine.transcribe(short, TranscribeOptions(language="de"))
+    assert german.language == "de"
+    engine.transcribe(short, TranscribeOptions(language="de", task="translate"))
+    assert {("de", "transcribe"), ("de", "translate")} <= set(engine._recognizers)
+    # sherpa-onnx would exit the process on a language the model lacks: refused here instead
+    with pytest.raises(UnsupportedOption, match="fr"):
+        engine.transcribe(short, TranscribeOptions(language="fr"))
+
+
+def test_english_only_whisper_onnx(tmp_path: Path, settings: Settings) -> None:
+    model_dir = build_whisper(tmp_path / "sherpa-onnx-whisper-tiny.en", prefix="tiny.en", multilingual=False)
+    spec = ModelSpec(
+        name="whisper-tiny.en",
+        engine=SHERPA_ONNX,
+        path=model_dir,
+        options={
+            "type": "whisper",
+            "files": {
+                "encoder": "tiny.en-encoder.onnx",
+                "decoder": "tiny.en-decoder.onnx",
+                "tokens": "tiny.en-tokens.txt",
+            },
+        },
+    )
+    engine = load_engine(spec, settings)
+    assert engine.capabilities.languages == frozenset({"en"})
+    assert engine.capabilities.translate is False
+    with pytest.raises(UnsupportedOption, match="translate"):
+        engine.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions(task="translate"))
+    result = engine.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions())
+    assert result.duration == pytest.approx(1.0)
+
+
+async def test_live_session_uses_native_streaming_partials(zipformer_dir: Path, speech, tmp_path: Path) -> None:
+    """The live pipeline drives the streaming transducer through open_stream(): partials, then a final.
+
+    VAD is off so the utterance stays open until flush(): partials then depend on nothing but the
+    engine answering, not on how fast the test pushes audio.
+    """
+    pool = ModelPool(Settings.load(threads=1, model_dir=tmp_path / "models"))
+    session = LiveSession(pool, str(zipformer_dir), LiveOptions(language="en", vad=False))
+    events: list[object] = []
+    try:
+        await session.start()
+        assert session.engine is not None and session.engine.capabilities.native_streaming
+
+        async def read() -> None:
+            async for event in session.events():
+                events.append(event)
+
+        reader = asyncio.create_task(read())
+        chunk = SAMPLE_RATE // 5
+        half = speech.size // 2
+        for start in range(0, half, chunk):
+            await session.push(speech[start : min(start + chunk, half)], SAMPLE_RATE)
+        for _ in range(1200):  # a guard against hanging, not a timing assertion
+            if any(isinstance(e, Partial) for e in events):
+                break
+            await asyncio.sleep(0.05)
+        for start in range(half, speech.size, chunk):
+            await session.push(speech[start : start + chunk], SAMPLE_RATE)
+        await session.flush()
+        await reader
+    finally:
+        await session.close()
+        await pool.close()
+    partials = [e for e in events if isinstance(e, Partial)]
+    finals = [e for e in events if isinstance(e, Final)]
+    assert partials, "native streaming yields partials while the utterance is open"
+    assert len(finals) == 1 and finals[0].text
+    assert events.index(partials[0]) < events.index(finals[0])
+    assert 0.0 <= finals[0].start <= finals[0].end <= speech.size / SAMPLE_RATE + 1e-3
+    assert finals[0].words
+
+
+def test_options_that_would_make_sherpa_onnx_exit_are_refused(
+    sense_voice_dir: Path, zipformer_dir: Path, settings: Settings, speech
+) -> None:
+    """sherpa-onnx calls exit() on an unknown decoding method or Whisper language: the engine refuses first."""
+    bad_method = ModelSpec(
+        name="sv", engine=SHERPA_ONNX, path=sense_voice_dir, options={"decoding_method": "modified_beam_search"}
+    )
+    with pytest.raises(EngineError, match="modified_beam_search"):
+        load_engine(bad_method, settings)
+    bad_language = ModelSpec(name="sv", engine=SHERPA_ONNX, path=sense_voice_dir, options={"language": "fr"})
+    with pytest.raises(EngineError, match="fr"):
+        load_engine(bad_language, settings)
+    # transducers do have beam search
+    beam = ModelSpec(
+        name="zf", engine=SHERPA_ONNX, path=zipformer_dir, options={"decoding_method": "modified_beam_search"}
+    )
+    engine = load_engine(beam, settings)
+    stream = engine.open_stream(TranscribeOptions())
+    stream.accept(speech[: 3 * SAMPLE_RATE])
+    assert_timeline(stream.finish(), 3.0)

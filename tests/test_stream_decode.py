@@ -1,0 +1,184 @@
+"""audio/stream.py: a browser-like WebM/Opus (and Ogg/Opus) stream decoded chunk by chunk.
+
+The streams are real clips encoded with ffmpeg at 48 kHz (as a browser records) and cut into pieces of
+the byte size of ~250 ms of audio, as ``MediaRecorder.start(250)`` delivers them.  ``browser_webm``
+rewrites ffmpeg's clusters to unknown size, which is what Chrome's live muxer writes.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hearline.audio.decode import decode_audio
+from hearline.audio.stream import StreamDecodeError, StreamDecoder
+from tests.helpers import clip
+
+UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+
+
+def encode_opus(path: Path, container: str = "webm", bitrate: str = "32k") -> bytes:
+    """Encode an audio file to Opus at 48 kHz mono in ``webm`` or ``ogg``, written to a pipe (live style)."""
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-ac", "1", "-ar", "48000",
+         "-c:a", "libopus", "-b:a", bitrate, "-f", container, "pipe:1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def _vint(data: bytes, pos: int) -> tuple[int, int]:
+    length = 9 - data[pos].bit_length()
+    value = data[pos] & (0xFF >> length)
+    for i in range(1, length):
+        value = (value << 8) | data[pos + i]
+    return value, length
+
+
+def browser_webm(path: Path) -> bytes:
+    """WebM/Opus as Chrome's MediaRecorder writes it: unknown-size Segment and Clusters."""
+    data = encode_opus(path, "webm")
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        ident_len = 9 - data[pos].bit_length()
+        ident = data[pos : pos + ident_len]
+        size, size_len = _vint(data, pos + ident_len)
+        body = pos + ident_len + size_len
+        if ident in (b"\x18\x53\x80\x67", b"\x1f\x43\xb6\x75"):  # Segment, Cluster: enter, unknown size
+            out += ident + UNKNOWN_SIZE
+            pos = body
+        else:
+            out += data[pos : body + size]
+            pos = body + size
+    return bytes(out)
+
+
+def browser_chunks(data: bytes, duration_s: float, chunk_s: float = 0.25) -> list[bytes]:
+    """Cut a stream into pieces of the byte size of ``chunk_s`` seconds, as MediaRecorder delivers them."""
+    step = max(1, int(len(data) / duration_s * chunk_s))
+    return [data[i : i + step] for i in range(0, len(data), step)]
+
+
+def _decode_chunks(chunks: list[bytes]) -> tuple[np.ndarray, StreamDecoder]:
+    decoder = StreamDecoder()
+    parts = [decoder.push(chunk) for chunk in chunks]
+    parts.append(decoder.finish())
+    return np.concatenate(parts), decoder
+
+
+def _assert_same_audio(streamed: np.ndarray, whole: np.ndarray) -> None:
+    # Opus end padding: the whole-file demuxer trims the last frame's padding (13.5 ms here) using the
+    # final granule / DiscardPadding, which a live stream does not have yet; allow 20 ms.
+    assert abs(len(streamed) - len(whole)) <= 320, (len(streamed), len(whole))
+    n = min(len(streamed), len(whole))
+    assert np.corrcoef(streamed[:n], whole[:n])[0, 1] > 0.999
+    assert streamed.dtype == np.float32
+
+
+def test_browser_webm_in_250ms_chunks_equals_whole_file_decode() -> None:
+    speech = clip("en_fw_jfk")
+    data = browser_webm(speech.path)
+    chunks = browser_chunks(data, speech.duration)
+    assert len(chunks) >= 40  # ~11 s in 250 ms pieces
+    decoder = StreamDecoder()
+    outputs = [decoder.push(chunk) for chunk in chunks]
+    # decoded as the data arrives, not only at the end
+    assert sum(len(o) for o in outputs[: len(outputs) // 2]) > 16000 * speech.duration / 3
+    outputs.append(decoder.finish())
+    streamed = np.concatenate(outputs)
+    assert decoder.container == "webm" and not decoder.truncated
+    _assert_same_audio(streamed, decode_audio(data))
+    # and the decoded audio is the clip itself
+    original = decode_audio(speech.path)
+    assert abs(len(streamed) - len(original)) <= 320
+    n = min(len(streamed), len(original))
+    assert np.corrcoef(streamed[:n], original[:n])[0, 1] > 0.95
+
+
+def test_random_chunk_boundaries_give_identical_audio() -> None:
+    speech = clip("en_pocketsphinx_goforward")
+    data = browser_webm(speech.path)
+    rng = random.Random(7)
+    chunks, pos = [], 0
+    while pos < len(data):
+        size = rng.choice([1, 2, 3, 7, 50, 333, 1500])
+        chunks.append(data[pos : pos + size])
+        pos += size
+    by_random, _ = _decode_chunks(chunks)
+    by_whole, _ = _decode_chunks([data])
+    assert np.array_equal(by_random, by_whole)
+
+
+def test_ogg_opus_stream() -> None:
+    speech = clip("en_ljspeech_LJ001-0002")
+    data = encode_opus(speech.path, "ogg")
+    streamed, decoder = _decode_chunks(browser_chunks(data, speech.duration, 0.1))
+    assert decoder.container == "ogg" and not decoder.truncated
+    _assert_same_audio(streamed, decode_audio(data))
+
+
+def test_ffmpeg_known_size_webm_also_decodes() -> None:
+    speech = clip("en_uberi_english")
+    data = encode_opus(speech.path, "webm")
+    streamed, _ = _decode_chunks(browser_chunks(data, speech.duration))
+    _assert_same_audio(streamed, decode_audio(data))
+
+
+def test_random_bytes_raise_a_clear_error() -> None:
+    garbage = np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    decoder = StreamDecoder()
+    with pytest.raises(StreamDecodeError, match="does not start with a WebM or Ogg header"):
+        decoder.push(garbage)
+    with pytest.raises(StreamDecodeError):  # stays failed
+        decoder.push(b"\x1a\x45\xdf\xa3")
+
+
+def test_stream_without_its_header_is_rejected() -> None:
+    """A reconnecting client that did not restart its recorder sends chunks from the middle."""
+    speech = clip("en_pocketsphinx_goforward")
+    chunks = browser_chunks(browser_webm(speech.path), speech.duration)
+    decoder = StreamDecoder()
+    with pytest.raises(StreamDecodeError, match="header"):
+        decoder.push(chunks[3])
+
+
+def test_garbage_after_a_valid_header_is_an_error_not_a_hang() -> None:
+    speech = clip("en_pocketsphinx_goforward")
+    chunks = browser_chunks(browser_webm(speech.path), speech.duration)
+    decoder = StreamDecoder()
+    decoded = sum(len(decoder.push(c)) for c in chunks[:4])
+    assert decoded > 0
+    garbage = np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    with pytest.raises(StreamDecodeError, match="corrupt WebM stream"):
+        decoder.push(garbage)
+
+
+def test_truncated_stream_keeps_the_audio_before_the_cut() -> None:
+    speech = clip("en_fw_jfk")
+    data = browser_webm(speech.path)
+    cut = data[: len(data) // 2 + 17]  # mid-block
+    streamed, decoder = _decode_chunks(browser_chunks(cut, speech.duration / 2))
+    assert decoder.truncated
+    whole = decode_audio(speech.path)
+    assert 0.35 * len(whole) < len(streamed) < 0.65 * len(whole)
+    n = len(streamed) - 2000
+    assert np.corrcoef(streamed[:n], whole[:n])[0, 1] > 0.95
+
+
+def test_empty_and_too_short_streams() -> None:
+    with pytest.raises(StreamDecodeError, match="empty"):
+        StreamDecoder().finish()
+    decoder = StreamDecoder()
+    assert decoder.push(b"\x1a\x45").size == 0
+    with pytest.raises(StreamDecodeError, match="too short"):
+        decoder.finish()
+    header_only = browser_webm(clip("en_pocketsphinx_goforward").path)[:40]
+    decoder = StreamDecoder()
+    decoder.push(header_only)
+    with pytest.raises(StreamDecodeError, match="before its audio track header"):
+        decoder.finish()

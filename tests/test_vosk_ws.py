@@ -1,0 +1,207 @@
+"""Vosk server protocol: ``/vosk`` on the main port and the ``--vosk-port`` app on any path.
+
+The client is written the way vosk-server's own ``test.py`` is: send a chunk, read exactly one reply
+(a partial or a result), repeat; then ``{"eof" : 1}`` and read the last result.  Real speech from the
+shared corpus as s16le at 16 kHz (and 8 kHz via ``config.sample_rate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from hearline.audio.decode import decode_audio, float_to_pcm16, resample
+from hearline.server import vosk_ws
+from tests.helpers import ServerThread, clip, wer
+
+TWO_CLIPS = ("en_ljspeech_LJ001-0001", "en_ljspeech_LJ001-0004")
+EOF = '{"eof" : 1}'  # byte-for-byte what vosk-server's clients send
+
+
+def pcm(clip_ids: tuple[str, ...], rate: int = 16000, gap_s: float = 1.0) -> bytes:
+    parts = []
+    for clip_id in clip_ids:
+        parts += [decode_audio(clip(clip_id).path), np.zeros(int(16000 * gap_s), dtype=np.float32)]
+    return float_to_pcm16(resample(np.concatenate(parts), 16000, rate))
+
+
+def chunks(data: bytes, rate: int, seconds: float = 0.2) -> list[bytes]:
+    """Chunks of ``seconds``; odd byte counts on purpose (a sample split across messages)."""
+    step = int(rate * 2 * seconds) + 1
+    return [data[i : i + step] for i in range(0, len(data), step)]
+
+
+async def lockstep(url: str, data: list[bytes], config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """vosk-server's test.py: one reply per message; the eof reply, then the server closes."""
+    replies: list[dict[str, Any]] = []
+    async with connect(url) as ws:
+        if config is not None:
+            await ws.send(json.dumps({"config": config}))
+        for chunk in data:
+            await ws.send(chunk)
+            replies.append(json.loads(await ws.recv()))
+        await ws.send(EOF)
+        replies.append(json.loads(await ws.recv()))
+        await ws.wait_closed()
+        assert ws.close_code == 1000
+    return replies
+
+
+def results(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in replies if "text" in r]
+
+
+def full_text(replies: list[dict[str, Any]]) -> str:
+    return " ".join(r["text"] for r in results(replies) if r["text"])
+
+
+async def test_partials_then_results_with_words_at_16k(server: ServerThread) -> None:
+    data = pcm(TWO_CLIPS)
+    duration = len(data) / 2 / 16000
+    replies = await lockstep(
+        server.ws_url + "/vosk", chunks(data, 16000), {"sample_rate": 16000, "words": True, "max_alternatives": 0}
+    )
+    assert all(set(r) in ({"partial"}, {"text", "result"}) for r in replies), replies
+    first_result = next(i for i, r in enumerate(replies) if "text" in r)
+    assert any(r.get("partial") for r in replies[:first_result])  # text while speaking
+    texts = [r for r in results(replies) if r["text"]]
+    assert len(texts) >= 2  # one per utterance (the pause between clips is an endpoint)
+    last_end = 0.0
+    for result in texts:
+        words = result["result"]
+        assert " ".join(w["word"] for w in words) == result["text"]
+        for w in words:
+            assert 0.0 <= w["start"] <= w["end"] <= duration
+            assert 0.0 <= w["conf"] <= 1.0
+        assert words[0]["start"] >= last_end - 0.05  # on the stream's clock, in order
+        last_end = words[-1]["end"]
+    # the second clip starts after the first (9.7 s) and its 1 s pause
+    assert texts[-1]["result"][0]["start"] > 9.5
+    reference = " ".join(clip(c).text or "" for c in TWO_CLIPS)
+    # measured 0.024 (LiveSession + bundled PocketSphinx)
+    assert wer(reference, full_text(replies)) <= 0.15, full_text(replies)
+
+
+async def test_eof_flushes_the_last_utterance(server: ServerThread) -> None:
+    """No trailing silence: the last words arrive only in the eof reply."""
+    data = pcm(("en_pocketsphinx_goforward",), gap_s=0)
+    replies = await lockstep(server.ws_url + "/vosk", chunks(data, 16000))
+    last = replies[-1]
+    assert set(last) == {"text"}  # words were not asked for
+    assert "forward" in last["text"].split(), replies
+    assert not any(r.get("text") for r in replies[:-1])
+
+
+async def test_reset_ends_the_utterance_now(server: ServerThread) -> None:
+    data = chunks(pcm(("en_pocketsphinx_goforward", "en_pocketsphinx_goforward"), gap_s=0.2), 16000)
+    async with connect(server.ws_url + "/vosk") as ws:
+        for chunk in data[:8]:  # 1.6 s: "go forward", mid-utterance
+            await ws.send(chunk)
+            await ws.recv()
+        await ws.send('{"reset" : 1}')
+        first = json.loads(await ws.recv())
+        for chunk in data[8:]:
+            await ws.send(chunk)
+            await ws.recv()
+        await ws.send(EOF)
+        last = json.loads(await ws.recv())
+    assert "forward" in first["text"].split(), first  # the reset's own result
+    assert "meters" not in first["text"].split(), first  # cut before the end of the clip
+    assert last["text"], last
+
+
+@pytest.fixture(scope="module")
+def vosk_port(server: ServerThread) -> Iterator[ServerThread]:
+    """The ``--vosk-port`` listener: a second server sharing the main app's state (one model pool)."""
+    standalone = ServerThread(vosk_ws.standalone_app(server.config.app)).start()
+    try:
+        yield standalone
+    finally:
+        standalone.stop()
+
+
+async def test_standalone_port_any_path_8k(server: ServerThread, vosk_port: ServerThread) -> None:
+    data = pcm(("en_pocketsphinx_goforward",), rate=8000, gap_s=1.0)
+    replies = await lockstep(vosk_port.ws_url, chunks(data, 8000), {"sample_rate": 8000, "words": True})
+    texts = [r for r in results(replies) if r["text"]]
+    assert texts, replies
+    # 8 kHz is below the bundled wideband model's band (words unreliable): assert the clock, not the words
+    words = [w for r in texts for w in r["result"]]
+    assert all(0.0 <= w["start"] <= w["end"] <= len(data) / 2 / 8000 for w in words)
+    assert words[0]["start"] < 1.0  # seconds at 8 kHz (a 16 kHz mix-up would halve the clock)
+    assert words[-1]["end"] > 1.5
+    assert server.config.app.state.pool is vosk_port.config.app.state.pool
+    # any path, and the alternatives shape
+    data = pcm(("en_pocketsphinx_goforward",), gap_s=0)
+    replies = await lockstep(vosk_port.ws_url + "/some/path", chunks(data, 16000), {"max_alternatives": 2})
+    alternatives = replies[-1]["alternatives"]
+    assert len(alternatives) == 1 and set(alternatives[0]) == {"confidence", "text"}
+    assert "forward" in alternatives[0]["text"].split()
+
+
+async def test_bad_messages_get_json_errors_and_the_stream_goes_on(server: ServerThread) -> None:
+    data = chunks(pcm(("en_pocketsphinx_goforward",), gap_s=0), 16000)
+    async with connect(server.ws_url + "/vosk") as ws:
+        for bad in ("{not json", "[1]", '{"hello": 1}', '{"config": {"sample_rate": "fast"}}',
+                    '{"config": {"max_alternatives": -1}}', '{"config": {"phrase_list": "one two"}}',
+                    '{"config": {"model": "no-such-model"}}'):  # fmt: skip
+            await ws.send(bad)
+            reply = json.loads(await ws.recv())
+            assert set(reply) == {"error"} and reply["error"], (bad, reply)
+        await ws.send(json.dumps({"config": {"words": True, "phrase_list": ["go forward", "[unk]"]}}))
+        for chunk in data[: len(data) // 2]:
+            await ws.send(chunk)
+            assert "partial" in json.loads(await ws.recv())
+        await ws.send('{"config": {"sample_rate": 8000}}')  # too late: audio already started
+        assert "error" in json.loads(await ws.recv())
+        await ws.send("{oops")
+        assert "error" in json.loads(await ws.recv())
+        for chunk in data[len(data) // 2 :]:
+            await ws.send(chunk)
+            assert set(json.loads(await ws.recv())) <= {"partial", "text", "result"}
+        await ws.send(EOF)
+        last = json.loads(await ws.recv())
+        assert "forward" in last["text"].split() and last["result"]
+        await ws.wait_closed()
+
+
+def server_tasks(server: ServerThread) -> list[str]:
+    loop = server.server.servers[0].get_loop()
+
+    async def names() -> list[str]:
+        return [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    return asyncio.run_coroutine_threadsafe(names(), loop).result(timeout=30)
+
+
+async def test_client_vanishing_mid_utterance_leaks_no_tasks(server: ServerThread) -> None:
+    data = chunks(pcm(("en_fw_jfk",), gap_s=0), 16000)
+    baseline = len(server_tasks(server))
+
+    async def vanish() -> None:
+        ws = await connect(server.ws_url + "/vosk")
+        for chunk in data[:10]:  # 2 s: in the middle of "and so my fellow Americans"
+            await ws.send(chunk)
+            await ws.recv()
+        running = server_tasks(server)
+        assert any(t.startswith("vosk-forward") for t in running), running  # the session was live
+        ws.transport.abort()  # no close handshake
+
+    await asyncio.gather(vanish(), vanish())
+    for _ in range(600):
+        tasks = server_tasks(server)
+        if not server.config.app.state.vosk_connections and len(tasks) <= baseline:
+            break
+        await asyncio.sleep(0.1)
+    assert not server.config.app.state.vosk_connections
+    assert not [t for t in tasks if t.startswith(("vosk-", "live-"))], tasks
+    assert len(tasks) <= baseline, tasks
+    # and the server still serves
+    replies = await lockstep(server.ws_url + "/vosk", chunks(pcm(("en_pocketsphinx_goforward",)), 16000))
+    assert "forward" in full_text(replies).split()

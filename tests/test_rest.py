@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor
 
 import httpx
 import openai
@@ -16,7 +14,7 @@ from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import ServerThread, clip, english_clips, running_server, wer
+from tests.helpers import ServerThread, clip, english_clips, wer
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 SRT_BLOCK = re.compile(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+?)\n(?:\n|$)")
@@ -199,35 +197,22 @@ def test_unsupported_language_for_model(client: OpenAI) -> None:
     assert info.value.body["param"] == "language"
 
 
-def direct_texts(paths: list[str]) -> list[str]:
-    """A fresh engine in a fresh process, fed the clips in order (runs in a child process)."""
-    settings = Settings.load(max_concurrency_per_model=1)
-    engine = load_engine(resolve_model(None, settings), settings)
-    try:
-        return [engine.transcribe(decode_audio(path), TranscribeOptions()).text for path in paths]
-    finally:
-        engine.close()
-
-
-def test_accuracy_rest_equals_engine() -> None:
+def test_accuracy_rest_equals_engine(server: ServerThread) -> None:
     """Every English reference clip through REST: same text as the engine called directly, WER bounded.
 
-    PocketSphinx keeps a running cepstral mean across utterances, so its output depends on what the
-    decoder heard before.  To compare like with like, this uses a fresh server with one inference slot
-    (one decoder) and a fresh engine, and sends the clips in the same order to both.
+    The engine decodes each utterance from a clean front-end state, so results depend only on the audio
+    and the shared server (which has served other tests) must agree with a fresh engine exactly.
     """
     clips = english_clips()
     assert len(clips) >= 15
-    settings = Settings.load(max_concurrency_per_model=1)
-    spawn = multiprocessing.get_context("spawn")
-    # PocketSphinx holds the GIL while decoding, so the direct calls run in another process to overlap
-    # with the server's work instead of taking turns with it.
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as processes:
-        direct_future = processes.submit(direct_texts, [str(c.path) for c in clips])
-        with running_server(settings) as fresh:
-            client = OpenAI(base_url=fresh.url + "/v1", api_key="x", max_retries=0)
-            rest_texts = [client.audio.transcriptions.create(model="whisper-1", file=c.path).text for c in clips]
-        own_texts = direct_future.result()
+    client = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    rest_texts = [client.audio.transcriptions.create(model="whisper-1", file=c.path).text for c in clips]
+    settings = Settings.load()
+    engine = load_engine(resolve_model(None, settings), settings)
+    try:
+        own_texts = [engine.transcribe(decode_audio(c.path), TranscribeOptions()).text for c in clips]
+    finally:
+        engine.close()
     mismatches = [(c.id, r, d) for c, r, d in zip(clips, rest_texts, own_texts, strict=True) if r != d]
     assert not mismatches
     corpus_wer = wer([c.text or "" for c in clips], rest_texts)

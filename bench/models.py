@@ -26,18 +26,31 @@ sys.path.insert(0, str(ROOT))
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    """This process's resident memory plus its descendants' (PocketSphinx decodes in worker processes)."""
+    total_kb = 0
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        total_kb += next(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total_kb / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        path = task / "children"
+        if path.exists():
+            children.extend(int(c) for c in path.read_text().split())
+    return [c for child in children for c in (child, *_descendants(child))]
 
 
 def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:
-    """Runs in the child: resolve, import the engine module, load, transcribe 2 s of silence."""
+    """Runs in the child: resolve, import the engine module, load, transcribe 2 s of real speech."""
     import importlib
 
-    import numpy as np
-
+    from hearline.audio.decode import decode_audio
     from hearline.config import Settings
     from hearline.engines.base import TranscribeOptions
     from hearline.models.resolve import ENGINE_MODULES, load_engine, resolve_model
@@ -56,7 +69,8 @@ def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:
     run_s = None
     if run:
         started = time.perf_counter()
-        engine.transcribe(np.zeros(32000, np.float32), TranscribeOptions(language=None))
+        speech = decode_audio(ROOT.parent / "shared" / "audio" / "en_fw_jfk.wav")[:32000]
+        engine.transcribe(speech, TranscribeOptions(language=None))
         run_s = round(time.perf_counter() - started, 3)
     return {
         "model": spec.name if not Path(name).is_absolute() else Path(name).name,

@@ -1,6 +1,7 @@
 """REST overhead and memory benchmark (not a test): ``python bench/rest.py [--requests 200]``.
 
-Starts ``hearline serve`` as a subprocess on a free loopback port (so its RSS is the server's alone),
+Starts ``hearline serve`` as a subprocess on a free loopback port (so its RSS, counted with its worker
+processes, is the server's alone),
 then in the same run transcribes the English reference clips
   * through the server with the official ``openai`` SDK, and
   * with the same engine called directly in this process on the same decoded audio,
@@ -35,10 +36,24 @@ from hearline.models.resolve import load_engine, resolve_model  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    """Resident memory of the server and all its descendants (PocketSphinx decodes in worker processes)."""
+    total_kb = 0
+    for proc in [pid, *_descendants(pid)]:
+        try:
+            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        total_kb += next(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total_kb / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        path = task / "children"
+        if path.exists():
+            children.extend(int(c) for c in path.read_text().split())
+    return [c for child in children for c in (child, *_descendants(child))]
 
 
 def start_server(port: int, data_dir: str) -> subprocess.Popen[bytes]:

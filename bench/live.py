@@ -40,16 +40,14 @@ from hearline.config import Settings  # noqa: E402
 from hearline.engines.base import TranscribeOptions  # noqa: E402
 from hearline.live.session import Final, Lag, LiveOptions, LiveSession, Partial, SpeechStarted  # noqa: E402
 from hearline.models.pool import ModelPool  # noqa: E402
+from procmem import tree_rss_mb  # noqa: E402
 
 SR = 16000
 CHUNK = SR // 10
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return tree_rss_mb()
 
 
 def pct(values: list[float], q: float) -> float:

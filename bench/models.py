@@ -24,26 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from procmem import tree_rss_mb  # noqa: E402
+
 
 def rss_mb() -> float:
-    """This process's resident memory plus its descendants' (PocketSphinx decodes in worker processes)."""
-    total_kb = 0
-    for pid in [os.getpid(), *_descendants(os.getpid())]:
-        try:
-            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        except FileNotFoundError:
-            continue
-        total_kb += next(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
-    return total_kb / 1024
-
-
-def _descendants(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        path = task / "children"
-        if path.exists():
-            children.extend(int(c) for c in path.read_text().split())
-    return [c for child in children for c in (child, *_descendants(child))]
+    return tree_rss_mb()
 
 
 def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:

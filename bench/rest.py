@@ -33,27 +33,11 @@ from hearline.audio.decode import decode_audio  # noqa: E402
 from hearline.config import Settings  # noqa: E402
 from hearline.engines.base import TranscribeOptions  # noqa: E402
 from hearline.models.resolve import load_engine, resolve_model  # noqa: E402
+from procmem import tree_rss_mb  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of the server and all its descendants (PocketSphinx decodes in worker processes)."""
-    total_kb = 0
-    for proc in [pid, *_descendants(pid)]:
-        try:
-            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
-        except FileNotFoundError:
-            continue
-        total_kb += next(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
-    return total_kb / 1024
-
-
-def _descendants(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        path = task / "children"
-        if path.exists():
-            children.extend(int(c) for c in path.read_text().split())
-    return [c for child in children for c in (child, *_descendants(child))]
+    return tree_rss_mb(pid)
 
 
 def start_server(port: int, data_dir: str) -> subprocess.Popen[bytes]:

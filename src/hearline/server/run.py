@@ -48,6 +48,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "log_level": settings.log_level.lower(),
         "log_config": None,  # the CLI configured logging already; keep one format
+        # Open SSE subscribers (/events) would otherwise hold Ctrl-C / SIGTERM until they disconnect.
+        "timeout_graceful_shutdown": 5,
     }
     if settings.ssl_certfile:
         options["ssl_certfile"] = str(settings.ssl_certfile)

@@ -18,6 +18,7 @@ import pytest
 
 from hearline.audio.decode import decode_audio
 from hearline.config import Settings
+from hearline.engines import segments
 from hearline.engines import sherpa_onnx as engine_mod
 from hearline.engines.base import (
     SAMPLE_RATE,
@@ -149,9 +150,9 @@ def test_sense_voice_registry_entry_with_files_and_options(sense_voice_dir: Path
 def test_long_audio_is_decoded_in_pieces_with_absolute_times(sense_voice_dir: Path, settings: Settings, speech):
     engine = load_engine(resolve_model(str(sense_voice_dir), settings), settings)
     long = np.concatenate([speech, speech, speech])  # 33 s: more than one piece
-    pieces = list(engine_mod.split_long(long))
+    pieces = list(segments.split_long(long))
     assert len(pieces) >= 2
-    assert all(p.size <= engine_mod.MAX_PIECE_S * SAMPLE_RATE for _, p in pieces)
+    assert all(p.size <= segments.MAX_PIECE_S * SAMPLE_RATE for _, p in pieces)
     assert sum(p.size for _, p in pieces) == long.size
     transcript = engine.transcribe(long, TranscribeOptions())
     duration = long.size / SAMPLE_RATE

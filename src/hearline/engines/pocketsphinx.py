@@ -39,13 +39,10 @@ from hearline.engines.base import (
     Word,
     join_text,
 )
+from hearline.engines.segments import group_words, split_long
 
 logger = logging.getLogger(__name__)
 
-# Offline audio is cut into utterances of at most this long at the quietest point nearby: PocketSphinx's
-# search and lattice grow with utterance length, and shorter utterances also decode more accurately.
-MAX_UTTERANCE_S = 20.0
-PAUSE_SPLIT_S = 0.5  # a pause this long between words starts a new output segment
 WORKER_MEMORY = 200 * 1024 * 1024  # resident size of one worker process with its decoders
 _CAPS = Capabilities(
     languages=frozenset({"en"}),
@@ -327,55 +324,6 @@ def _clean_word(token: str) -> str:
 
 def _clean_text(text: str) -> str:
     return " ".join(_clean_word(t) for t in text.split() if not t.startswith(("<", "[", "+")))
-
-
-def group_words(words: list[Word], first_id: int = 0, pause_s: float = PAUSE_SPLIT_S) -> list[Segment]:
-    """Cut a word sequence into caption-sized segments at pauses (or every ~12 s of speech)."""
-    segments: list[Segment] = []
-    current: list[Word] = []
-
-    def flush() -> None:
-        if current:
-            text = " " + " ".join(w.word for w in current)
-            probs = [w.probability for w in current if w.probability]
-            avg = float(np.mean(np.log(probs))) if probs else None
-            segments.append(
-                Segment(
-                    id=first_id + len(segments),
-                    start=current[0].start,
-                    end=current[-1].end,
-                    text=text,
-                    words=list(current),
-                    avg_logprob=avg,
-                )
-            )
-            current.clear()
-
-    for word in words:
-        if current and (word.start - current[-1].end >= pause_s or word.end - current[0].start > 12.0):
-            flush()
-        current.append(word)
-    flush()
-    return segments
-
-
-def split_long(audio: np.ndarray, max_s: float = MAX_UTTERANCE_S) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (offset, chunk) pieces no longer than ``max_s``, cut at the quietest 20 ms nearby."""
-    limit = int(max_s * SAMPLE_RATE)
-    start = 0
-    n = audio.size
-    while n - start > limit:
-        window_lo = start + limit // 2
-        window_hi = start + limit
-        frame = SAMPLE_RATE // 50
-        region = audio[window_lo:window_hi]
-        usable = region.size // frame * frame
-        energy = np.square(region[:usable]).reshape(-1, frame).mean(axis=1)
-        cut = window_lo + int(np.argmin(energy)) * frame + frame // 2
-        yield start, audio[start:cut]
-        start = cut
-    if n - start > 0:
-        yield start, audio[start:]
 
 
 def load(spec, settings):  # type: ignore[no-untyped-def]

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from hearline.engines.base import (
     Word,
     join_text,
 )
+from hearline.engines.segments import CJK, group_words, split_long
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +70,8 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 
 SENSE_VOICE_LANGUAGES = frozenset({"zh", "en", "ja", "ko", "yue"})
-# Offline models are fed at most this much audio per call (SenseVoice and Whisper are trained on
-# <= 30 s; attention cost grows with the square of the length), cut at the quietest point nearby.
-MAX_PIECE_S = 20.0
-PAUSE_SPLIT_S = 0.5  # a pause this long between words starts a new output segment
-MAX_SEGMENT_S = 12.0
+# Offline models are fed at most segments.MAX_PIECE_S (20 s) per call: SenseVoice and Whisper are trained
+# on <= 30 s and attention cost grows with the square of the length.
 STREAM_TAIL_PADDING_S = 0.5  # silence fed before input_finished() so the last chunk is decoded
 RECOGNIZER_CACHE = 3  # recognizers per engine for models that bind language/task at load
 
@@ -99,7 +95,6 @@ _ZIPFORMER2_STREAMING = (
     "encoder_dims", "query_head_dims", "value_head_dims", "num_heads", "num_encoder_layers",
     "cnn_module_kernels", "left_context_len", "T", "decode_chunk_len",
 )  # fmt: skip
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 # --------------------------------------------------------------------------------------- ONNX metadata
@@ -623,7 +618,7 @@ class SherpaOnlineStream(EngineStream):
 
 
 def _clean_text(text: str) -> str:
-    return " ".join(text.replace("▁", " ").split()) if not _CJK.search(text) else text.replace("▁", " ").strip()
+    return " ".join(text.replace("▁", " ").split()) if not CJK.search(text) else text.replace("▁", " ").strip()
 
 
 def _token_text(token: str) -> str:
@@ -631,7 +626,7 @@ def _token_text(token: str) -> str:
 
 
 def _starts_word(token: str) -> bool:
-    return token.startswith((" ", "▁")) or bool(_CJK.match(token))
+    return token.startswith((" ", "▁")) or bool(CJK.match(token))
 
 
 def tokens_to_words(tokens: list[str], times: list[float], end_s: float) -> list[Word]:
@@ -641,7 +636,7 @@ def tokens_to_words(tokens: list[str], times: list[float], end_s: float) -> list
         if token.startswith("<|") or token in ("<s>", "</s>", "<unk>", "<blk>", "<blank>"):
             continue
         text = _token_text(token)
-        if not words or _starts_word(token) or _CJK.match(words[-1][0][-1:] or ""):
+        if not words or _starts_word(token) or CJK.match(words[-1][0][-1:] or ""):
             words.append((text.strip(), start))
         else:
             words[-1] = (words[-1][0] + text, words[-1][1])
@@ -653,34 +648,6 @@ def tokens_to_words(tokens: list[str], times: list[float], end_s: float) -> list
         end = max(start, min(nxt, start + 1.0, end_s))
         result.append(Word(word=text, start=round(start, 3), end=round(end, 3)))
     return result
-
-
-def _group(words: list[Word], first_id: int) -> list[Segment]:
-    segments: list[Segment] = []
-    current: list[Word] = []
-
-    def flush() -> None:
-        if not current:
-            return
-        cjk = all(_CJK.match(w.word) for w in current)
-        text = "".join(w.word for w in current) if cjk else " ".join(w.word for w in current)
-        segments.append(
-            Segment(
-                id=first_id + len(segments),
-                start=current[0].start,
-                end=current[-1].end,
-                text=" " + text,
-                words=list(current),
-            )
-        )
-        current.clear()
-
-    for word in words:
-        if current and (word.start - current[-1].end >= PAUSE_SPLIT_S or word.end - current[0].start > MAX_SEGMENT_S):
-            flush()
-        current.append(word)
-    flush()
-    return segments
 
 
 def result_segments(result: Any, offset_s: float, length_s: float, first_id: int = 0) -> list[Segment]:
@@ -714,7 +681,7 @@ def result_segments(result: Any, offset_s: float, length_s: float, first_id: int
             Word(w.word, round(offset_s + w.start, 3), round(offset_s + w.end, 3))
             for w in tokens_to_words(tokens, times, length_s)
         ]
-        return _group(words, first_id)
+        return group_words(words, first_id)
     text = _clean_text(str(getattr(result, "text", "") or ""))
     if not text:
         return []
@@ -722,24 +689,6 @@ def result_segments(result: Any, offset_s: float, length_s: float, first_id: int
 
 
 # ------------------------------------------------------------------------------------------ utilities
-
-
-def split_long(audio: np.ndarray, max_s: float = MAX_PIECE_S) -> Iterable[tuple[int, np.ndarray]]:
-    """Yield (offset, piece) no longer than ``max_s``, cut at the quietest 20 ms in the second half."""
-    limit = int(max_s * SAMPLE_RATE)
-    frame = SAMPLE_RATE // 50
-    start = 0
-    n = audio.size
-    while n - start > limit:
-        lo, hi = start + limit // 2, start + limit
-        region = audio[lo:hi]
-        usable = region.size // frame * frame
-        energy = np.square(region[:usable]).reshape(-1, frame).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        yield start, audio[start:cut]
-        start = cut
-    if n - start > 0:
-        yield start, audio[start:]
 
 
 def _num_threads(spec: Any, settings: Any, opts: dict[str, Any]) -> int:

@@ -101,6 +101,30 @@ class ServerThread:
 
 
 @contextmanager
+def serving(servers: list[uvicorn.Server]) -> Iterator[threading.Thread]:
+    """Run ``hearline.server.run.run_servers(servers)`` (what ``hearline serve`` runs) in a thread.
+
+    Yields once every listener has started; on exit stops the main server, which stops the others.
+    """
+    import asyncio
+
+    from hearline.server import run
+
+    thread = threading.Thread(target=asyncio.run, args=(run.run_servers(servers),), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not all(s.started for s in servers):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("servers did not start")
+            time.sleep(0.05)
+        yield thread
+    finally:
+        servers[0].should_exit = True
+        thread.join(timeout=60)
+
+
+@contextmanager
 def running_server(settings: Settings | None = None, **overrides: Any) -> Iterator[ServerThread]:
     """Start ``create_app(settings)`` and wait until the default model is loaded."""
     import httpx

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import types
 from pathlib import Path
@@ -18,7 +16,7 @@ import httpx
 import pytest
 
 from hearline import __version__
-from tests.helpers import clip, free_port
+from tests.helpers import clip, free_port, serving
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 EXPECTED = "go forward ten meters"
@@ -158,17 +156,9 @@ def test_extra_listener_shares_the_main_app(monkeypatch: pytest.MonkeyPatch) -> 
     main_port, extra_port = free_port(), free_port()
     servers = run.build_servers(Settings.load(port=main_port, stt_port=extra_port, log_level="warning"))
     assert len(servers) == 2
-    thread = threading.Thread(target=asyncio.run, args=(run.run_servers(servers),), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not all(s.started for s in servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serving(servers) as thread:
         assert httpx.get(f"http://127.0.0.1:{extra_port}/pool", timeout=60).json() == {"shared": True}
         assert httpx.get(f"http://127.0.0.1:{main_port}/health", timeout=60).status_code == 200
-    finally:
-        servers[0].should_exit = True
-        thread.join(timeout=60)
     assert not thread.is_alive()  # the extra listener stopped with the main one
 
 

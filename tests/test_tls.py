@@ -6,7 +6,6 @@ import asyncio
 import json
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from openai import DefaultHttpxClient, OpenAI
 
 from hearline.config import Settings
 from hearline.server import run
-from tests.helpers import clip, free_port, wer
+from tests.helpers import clip, free_port, serving, wer
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -37,13 +36,8 @@ def test_https_rest_and_wss_live(tmp_path: Path) -> None:
         model_dir=tmp_path / "models",
     )  # fmt: skip
     trust = ssl.create_default_context(cafile=str(cert))
-    servers = run.build_servers(settings)
-    thread = threading.Thread(target=asyncio.run, args=(run.run_servers(servers),), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not all(s.started for s in servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    with serving(run.build_servers(settings)) as thread:
         base = f"https://127.0.0.1:{port}"
         while httpx.get(base + "/health", verify=trust, timeout=30).json()["status"] != "ok":
             assert time.monotonic() < deadline
@@ -66,7 +60,4 @@ def test_https_rest_and_wss_live(tmp_path: Path) -> None:
                 return json.loads(await ws.recv())
 
         assert asyncio.run(wss_hello())["type"] == "connected"
-    finally:
-        servers[0].should_exit = True
-        thread.join(timeout=60)
     assert not thread.is_alive()

@@ -210,7 +210,7 @@ async def test_discard_drops_the_open_utterance(pool: ModelPool) -> None:
 
 def _engine_idle(engine) -> bool:  # type: ignore[no-untyped-def]
     """All PocketSphinx decoder leases returned."""
-    return engine._available._value == engine._max_decoders
+    return engine.leases_in_use == 0
 
 
 async def test_close_mid_utterance_leaves_nothing_behind(pool: ModelPool) -> None:

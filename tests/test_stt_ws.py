@@ -249,7 +249,7 @@ async def test_client_vanishing_mid_utterance_leaves_nothing_behind(tmp_path: Pa
             ws.transport.abort()  # vanish: no close frame, no stop
 
         def settled() -> bool:
-            leases_back = engine._available._value == engine._max_decoders
+            leases_back = engine.leases_in_use == 0
             tasks = {t for t in asyncio.all_tasks() if not t.done()} - {asyncio.current_task()}
             return leases_back and tasks <= tasks_before
 
@@ -257,6 +257,6 @@ async def test_client_vanishing_mid_utterance_leaves_nothing_behind(tmp_path: Pa
             if settled():
                 break
             await asyncio.sleep(0.05)
-        assert engine._available._value == engine._max_decoders  # every decoder lease returned
+        assert engine.leases_in_use == 0  # every decoder lease returned
         leftover = {t for t in asyncio.all_tasks() if not t.done()} - tasks_before - {asyncio.current_task()}
         assert not leftover, leftover

@@ -168,17 +168,15 @@ _stream_slots: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop
 def _stream_capacity(engine: Engine) -> int | None:
     """How many of this engine's streams may have an utterance open at once (None: no limit).
 
-    PocketSphinx has ``max_decoders`` decoders shared by offline calls and live streams, and an offline
-    call takes its pool slot *before* it waits for a decoder.  If live utterances held every decoder,
-    offline calls could fill every pool slot while waiting for one, and the live jobs that would free
-    a decoder could never run.  So live streams leave one decoder to offline work.
+    An engine whose streams hold a scarce resource says so with ``max_open_streams``.  PocketSphinx
+    shares its decoders between offline calls and live streams and keeps one back for offline work:
+    an offline call takes its pool slot *before* it waits for a decoder, so if live utterances held
+    every decoder, offline calls could fill every pool slot and the live jobs that would free a
+    decoder could never run.
     """
     value = getattr(engine, "max_open_streams", None)
     if isinstance(value, int) and value > 0:
         return value
-    decoders = getattr(engine, "_max_decoders", None)
-    if isinstance(decoders, int) and decoders > 0:
-        return max(1, decoders - 1)
     return None
 
 

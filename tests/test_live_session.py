@@ -251,6 +251,56 @@ async def test_close_mid_utterance_leaves_nothing_behind(pool: ModelPool) -> Non
     assert all(name.startswith(("hearline-infer", "asyncio_")) for name in new), new
 
 
+async def test_final_prepared_in_a_pause_is_dropped_when_speech_resumes(pool: ModelPool) -> None:
+    """A pause shorter than the endpoint: the final prepared in it is stale and both halves are in the final."""
+    half = audio_of("en_pocketsphinx_goforward")
+    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)  # > pause_ms 200, < silence_ms 500
+    audio = np.concatenate([half, pause, half])
+    session = LiveSession(pool, None, LiveOptions(language="en", silence_ms=500, pause_ms=200))
+    await session.start()
+    events = await run_session(session, audio, speed=4.0)
+    results = [e for e in finals(events) if e.text]
+    text = " ".join(e.text for e in results)
+    assert wer("go forward ten meters go forward ten meters", text) <= 0.25, text
+    assert results[-1].end >= (half.size + pause.size) / 16000 + 1.0  # the last final reaches into the second half
+
+
+async def test_final_prepared_in_the_pause_before_the_endpoint(pool: ModelPool) -> None:
+    """Without resumed speech the prepared final is the final; the stream then serves the next utterance."""
+    engine = await pool.get(None)
+    audio = audio_of("en_pocketsphinx_goforward")
+    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+
+    def stream_twice() -> tuple[str, str, int]:
+        stream = engine.open_stream(TranscribeOptions(language="en"))
+        try:
+            stream.accept(audio)
+            guess = stream.final_so_far()
+            assert guess is not None
+            stream.end()
+            leases_after_end = engine.leases_in_use
+            stream.accept(audio)
+            again = stream.finish()
+            return guess.text, again.text, leases_after_end
+        finally:
+            stream.close()
+
+    guess, again, leases = await asyncio.get_running_loop().run_in_executor(None, stream_twice)
+    assert guess == offline.text  # the same full pass as offline decoding
+    assert wer("go forward ten meters", again) <= 0.25
+    assert leases == 0 and engine.leases_in_use == 0
+
+    session = LiveSession(pool, None, LiveOptions(language="en", pause_ms=200))
+    await session.start()
+    gap = np.zeros(16000, dtype=np.float32)
+    events = await run_session(session, np.concatenate([audio, gap, audio, gap]), speed=4.0)
+    results = [e for e in finals(events) if e.text]
+    assert len(results) == 2 and all(wer("go forward ten meters", e.text) <= 0.25 for e in results)
+    for final in results:  # the prepared final was shown as the utterance's last partial
+        partials = [e for e in events if isinstance(e, Partial) and e.utterance_id == final.utterance_id]
+        assert partials and partials[-1].text == final.text
+
+
 async def test_start_rejects_unsupported_language(pool: ModelPool) -> None:
     from hearline.engines.base import UnsupportedOption
 

@@ -7,7 +7,7 @@ import onnxruntime
 
 from hearline.audio.decode import decode_audio
 from hearline.audio.vad import WINDOW, VADStream, model_path, speech_probabilities, speech_regions
-from hearline.live.segmenter import Audio, Begin, End, Segmenter
+from hearline.live.segmenter import Audio, Begin, End, Pause, Resume, Segmenter
 from tests.helpers import clip
 
 
@@ -97,3 +97,27 @@ def test_segmenter_without_vad_opens_on_first_audio() -> None:
     tail = seg.end("forced")
     assert isinstance(tail[0], Audio) and tail[0].audio.size == 100
     assert isinstance(tail[-1], End)
+
+
+def test_segmenter_announces_pauses_before_the_endpoint_and_resumed_speech() -> None:
+    seg = Segmenter(threshold=0.5, silence_ms=320, prefix_padding_ms=0, max_utterance_s=30, pause_ms=96)
+    # speech, a 5-window pause (over 96 ms, under 320 ms), speech, then silence up to the endpoint
+    probs = [0.9] * 10 + [0.0] * 5 + [0.9] * 10 + [0.0] * 12
+    audio, p = _windows(probs)
+    actions = seg.push(audio, p)
+    kinds = [type(a).__name__ for a in actions if not isinstance(a, Audio)]
+    assert kinds == ["Begin", "Pause", "Resume", "Pause", "End"]
+    pauses = [a for a in actions if isinstance(a, Pause)]
+    assert [a.speech_end_sample for a in pauses] == [10 * WINDOW, 25 * WINDOW]
+    # Everything before a notice is already handed over, so a final prepared then covers all the speech.
+    first_pause = actions.index(pauses[0])
+    handed = sum(a.audio.size for a in actions[:first_pause] if isinstance(a, (Begin, Audio)))
+    assert handed == 13 * WINDOW  # 10 speech windows + the 3 quiet ones that made the pause
+
+
+def test_segmenter_pause_notices_off_by_default_and_without_vad() -> None:
+    probs = [0.9] * 10 + [0.0] * 20
+    audio, p = _windows(probs)
+    for seg in (Segmenter(silence_ms=320), Segmenter(use_vad=False, pause_ms=96)):
+        actions = seg.push(audio, None if not seg.use_vad else p)
+        assert not [a for a in actions if isinstance(a, Pause | Resume)]

@@ -111,6 +111,18 @@ class EngineStream(ABC):
         Times in the returned transcript are relative to the start of the utterance.
         """
 
+    def final_so_far(self) -> Transcript | None:
+        """What ``finish()`` would return now, the utterance staying open; None if not cheaper than waiting.
+
+        Engines whose final is a second pass over the utterance implement it, so the live pipeline can
+        run that pass during a pause, before the endpoint is certain.
+        """
+        return None
+
+    def end(self) -> None:
+        """End the current utterance without a result (its final was taken from ``final_so_far``)."""
+        self.finish()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources held by the stream."""
 

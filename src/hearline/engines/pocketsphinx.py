@@ -238,6 +238,9 @@ class PocketSphinxEngine(Engine):
 class PocketSphinxStream(EngineStream):
     """Native incremental decoding for partials, and a full-utterance pass for the final.
 
+    The live pipeline may ask for that pass early (``final_so_far``, during a pause) and, if speech did
+    not resume, end the utterance with ``end()`` instead of decoding it again.
+
     Streaming decoding normalises cepstra with a running mean that starts from a generic prior, which
     is poor on the first seconds of unusual channels; the final therefore re-decodes the whole
     utterance (bounded by the live pipeline's maximum utterance length) exactly as offline
@@ -289,6 +292,21 @@ class PocketSphinxStream(EngineStream):
             self._release()
         segments = group_words(_words(raw, 0.0))
         return Transcript(join_text([s.text for s in segments]), segments, "en", None, duration)
+
+    def final_so_far(self) -> Transcript | None:
+        duration = self._samples / SAMPLE_RATE
+        if self._worker is None:
+            return Transcript("", [], "en", None, duration)
+        segments = group_words(_words(self._worker.call("stream_peek"), 0.0))
+        return Transcript(join_text([s.text for s in segments]), segments, "en", None, duration)
+
+    def end(self) -> None:
+        if self._worker is None:
+            return
+        try:
+            self._cmn = self._worker.call("stream_end") or self._cmn
+        finally:
+            self._release()
 
     def _release(self) -> None:
         lease, self._lease, self._worker = self._lease, None, None

@@ -105,6 +105,23 @@ class _Worker:
         pcm, self.utterance = b"".join(self.utterance), []
         return cmn, self._decode_full(pcm) if pcm else []
 
+    def stream_peek(self) -> list[RawWord]:
+        """The final for the utterance so far (a full pass over it); the utterance stays open."""
+        if not self.streaming:
+            return []
+        pcm = b"".join(self.utterance)
+        self.utterance = [pcm]
+        return self._decode_full(pcm) if pcm else []
+
+    def stream_end(self) -> str:
+        """End the utterance without decoding it again; returns the cepstral mean to go on from."""
+        if not self.streaming:
+            return ""
+        self.partial_decoder.end_utt()
+        self.streaming = False
+        self.utterance = []
+        return self.partial_decoder.get_cmn(False)
+
     def stream_abort(self) -> None:
         self._abort()
 

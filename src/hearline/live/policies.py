@@ -54,6 +54,18 @@ class Policy:
         """Take the last samples, end the utterance and return its final result."""
         raise NotImplementedError
 
+    def guess_final(self, audio: np.ndarray) -> Result | None:
+        """Take ``audio``; return the final the utterance would get if it ended now, leaving it open.
+
+        Called during a pause, so the final's second pass runs while the endpoint is still awaited.
+        None: this policy's final is no slower than waiting (nothing to gain).
+        """
+        return None
+
+    def final_from_guess(self, guess: Result) -> Result:
+        """End the utterance with ``guess`` (speech did not resume after it; later audio is silence)."""
+        raise NotImplementedError
+
     def discard(self) -> None:
         """Abandon the open utterance, releasing whatever it holds."""
 
@@ -115,10 +127,27 @@ class NativePolicy(Policy):
             language=transcript.language,
         )
 
+    def guess_final(self, audio: np.ndarray) -> Result | None:
+        stream = self._get_stream()
+        if audio.size:
+            stream.accept(audio)
+        transcript = stream.final_so_far()
+        if transcript is None:
+            return None
+        return Result(
+            text=transcript.text,
+            words=_shift(transcript.words, self._start / SAMPLE_RATE),
+            language=transcript.language,
+        )
+
+    def final_from_guess(self, guess: Result) -> Result:
+        self._get_stream().end()
+        self._last = ""
+        return guess
+
     def discard(self) -> None:
         if self._stream is not None:
-            # finish() ends the utterance and releases the decoder; its text is thrown away.
-            self._stream.finish()
+            self._stream.end()  # releases the decoder; nothing is decoded again
         self._last = ""
 
     def close(self) -> None:
@@ -251,16 +280,25 @@ class LocalAgreementPolicy(Policy):
         self._committed = []
 
     def final(self, audio: np.ndarray) -> Result:
+        return self.final_from_guess(self._final_pass(audio))
+
+    def guess_final(self, audio: np.ndarray) -> Result | None:
+        return self._final_pass(audio)
+
+    def _final_pass(self, audio: np.ndarray) -> Result:
+        """A fresh pass over the whole (remaining) window: the final, as good as offline."""
         self._append(audio)
         trimmed = self._trimmed_text
         language = self._options.language if not trimmed else self._language
         words, detected = self._decode(language)
         kept = list(self._trimmed_words)
         text = " ".join(p for p in (trimmed, " ".join(w.word.strip() for w in words)) if p).strip()
-        self.history = f"{self.history} {text}".strip()[-PROMPT_CHARS:]
-        result = Result(text=text, words=kept + words, language=detected or language)
+        return Result(text=text, words=kept + words, language=detected or language)
+
+    def final_from_guess(self, guess: Result) -> Result:
+        self.history = f"{self.history} {guess.text}".strip()[-PROMPT_CHARS:]
         self._reset(self._window_start + self._window_samples)
-        return result
+        return guess
 
     def discard(self) -> None:
         self._reset(self._window_start + self._window_samples)

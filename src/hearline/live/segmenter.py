@@ -48,7 +48,22 @@ class Drop:
     """The open utterance is abandoned (discard)."""
 
 
-Action = Begin | Audio | End | Drop
+@dataclass(frozen=True)
+class Pause:
+    """Speech in the open utterance stopped at ``speech_end_sample`` a short while ago; it may be ending.
+
+    Sent once per pause, before the endpoint, so a final can be prepared while the endpoint is awaited.
+    """
+
+    speech_end_sample: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Speech came back after a :class:`Pause`: the utterance goes on."""
+
+
+Action = Begin | Audio | End | Drop | Pause | Resume
 
 
 class Segmenter:
@@ -59,11 +74,16 @@ class Segmenter:
         prefix_padding_ms: int = 300,
         max_utterance_s: float = 15.0,
         use_vad: bool = True,
+        pause_ms: int = 0,
     ) -> None:
         self.threshold = threshold
         self.neg_threshold = max(0.01, threshold - 0.15)
         self.use_vad = use_vad
         self.silence_windows = max(1, round(silence_ms / 1000 * SAMPLE_RATE / WINDOW))
+        # Pause notices need VAD and must come before the endpoint to be of use; 0 turns them off.
+        pause_windows = round(pause_ms / 1000 * SAMPLE_RATE / WINDOW) if pause_ms > 0 else 0
+        self.pause_windows = pause_windows if use_vad and 0 < pause_windows < self.silence_windows else 0
+        self._paused = False
         # Near the length limit, a short pause is a better cut than a forced split mid-word.
         self.soft_silence_windows = max(1, min(self.silence_windows, round(0.16 * SAMPLE_RATE / WINDOW)))
         self.max_samples = max(WINDOW, int(max_utterance_s * SAMPLE_RATE))
@@ -114,6 +134,7 @@ class Segmenter:
                     self._utt_start = start - sum(w.size for w in pad)
                     self.open = True
                     self._quiet = 0
+                    self._paused = False
                     self._speech_end = self.position
                     actions.append(Begin(self.next_id, self._utt_start, start, padded))
                     self.next_id += 1
@@ -124,10 +145,18 @@ class Segmenter:
             if p >= self.threshold or not self.use_vad:
                 self._quiet = 0
                 self._speech_end = self.position
+                if self._paused:
+                    self._paused = False
+                    flush_run()
+                    actions.append(Resume())
             else:
                 # Silence is timed from the last window over the threshold (as the endpoint should be),
                 # but only ends the utterance once the probability is below the lower threshold.
                 self._quiet = (self.position - self._speech_end) // WINDOW if p < self.neg_threshold else 0
+                if self.pause_windows and not self._paused and self._quiet >= self.pause_windows:
+                    self._paused = True
+                    flush_run()
+                    actions.append(Pause(self._speech_end))
             length = self.position - self._utt_start
             if self._quiet >= self.silence_windows or (
                 length >= self.soft_samples and self._quiet >= self.soft_silence_windows

@@ -35,7 +35,7 @@ import numpy as np
 from hearline.audio.decode import StreamResampler
 from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions, Word
 from hearline.live.policies import Policy, Result, choose_policy
-from hearline.live.segmenter import Audio, Begin, Drop, End, Segmenter
+from hearline.live.segmenter import Audio, Begin, Drop, End, Pause, Resume, Segmenter
 from hearline.models.pool import ModelPool, ServerBusy
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class LiveOptions:
     vad: bool = True  # False: utterances end only on end_utterance()/flush()/max length
     vad_threshold: float = 0.5
     silence_ms: int = 500  # endpoint after this much silence
+    pause_ms: int = 200  # after this much silence the final is prepared, ahead of the endpoint (0: off)
     prefix_padding_ms: int = 300  # audio kept before detected speech onset
     max_utterance_s: float = 15.0  # forced split
     partial_interval_s: float = 0.5  # how often partial work is scheduled (re-decoding engines)
@@ -136,6 +137,9 @@ class _Utterance:
         self.dropped = False
         self.begun = False  # the policy has been told (and may hold a stream slot)
         self.fed = 0  # samples handed to the policy
+        self.paused = False  # speech stopped a moment ago (segmenter Pause, no Resume yet)
+        self.guess: Result | None = None  # final prepared during this pause
+        self.guess_tried = False
         self._chunks: deque[np.ndarray] = deque([audio])
         self.pending = int(audio.size)
 
@@ -265,6 +269,7 @@ class LiveSession:
             prefix_padding_ms=opts.prefix_padding_ms,
             max_utterance_s=opts.max_utterance_s,
             use_vad=opts.vad,
+            pause_ms=opts.pause_ms,
         )
         self._policy = choose_policy(engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy)
         self._slot = _slot_semaphore(engine) if self._policy.needs_lease else None
@@ -507,6 +512,11 @@ class LiveSession:
         elif isinstance(action, Drop) and self._utts and not self._utts[-1].closed:
             self._utts[-1].dropped = True
             self._utts[-1].closed = True
+        elif isinstance(action, Pause) and self._utts and not self._utts[-1].closed:
+            self._utts[-1].paused = True
+        elif isinstance(action, Resume) and self._utts and not self._utts[-1].closed:
+            utt = self._utts[-1]
+            utt.paused, utt.guess, utt.guess_tried = False, None, False
         self._wake.set()
 
     # -- decoder task: partials and finals -----------------------------------------------------
@@ -551,7 +561,12 @@ class LiveSession:
         if utt.closed:
             audio = utt.take()
             try:
-                result = await self._job(policy.final, audio, reject=False)
+                if utt.guess is not None:
+                    # Speech never resumed after the pause the guess was made in: the audio since is
+                    # silence and the guess is the final.
+                    result = await self._job(policy.final_from_guess, utt.guess, reject=False)
+                else:
+                    result = await self._job(policy.final, audio, reject=False)
             except Exception as exc:
                 logger.exception("final decoding failed")
                 await self._emit(Error(f"transcription of an utterance failed: {exc}"))
@@ -561,6 +576,10 @@ class LiveSession:
             await self._emit_final(utt, result)
             self._done_with_head()
             return True
+        if utt.paused and not utt.guess_tried:
+            return await self._guess(policy, utt)
+        if utt.guess is not None:
+            return False  # wait for the endpoint (the guess is the final) or for speech to resume
         if utt.pending < policy.batch_samples:
             return False
         audio = utt.take()
@@ -582,6 +601,29 @@ class LiveSession:
         if result is not None and result.text:
             start = round(utt.speech_sample / SAMPLE_RATE, 3)
             await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
+        return True
+
+    async def _guess(self, policy: Policy, utt: _Utterance) -> bool:
+        """Prepare the final during a pause, so it is ready when the endpoint confirms the pause."""
+        utt.guess_tried = True
+        audio = utt.take()
+        try:
+            # Optional work: a busy pool may refuse it (the final is then computed at the endpoint).
+            guess = await self._job(policy.guess_final, audio, reject=True)
+        except ServerBusy:
+            utt.give_back(audio)
+            return True
+        except Exception as exc:
+            logger.exception("preparing a final failed")
+            await self._emit(Error(f"partial transcription failed: {exc}"))
+            guess = None
+        utt.fed += int(audio.size)
+        self._room.set()
+        if utt.paused:  # a Resume while the job ran makes it stale
+            utt.guess = guess
+        if guess is not None and guess.text:
+            start = round(utt.speech_sample / SAMPLE_RATE, 3)
+            await self._emit(Partial(utt.id, guess.text, start))
         return True
 
     async def _emit_final(self, utt: _Utterance, result: Result) -> None:

@@ -14,6 +14,12 @@ Inside, two tasks per session and no threads of its own:
   does fewer, bigger steps (newest audio wins) instead of queueing work; partial jobs may be refused
   by a busy pool (``reject_when_full``), finals never are.
 
+Finals are prepared ahead of the endpoint: when speech has stopped for ``pause_ms`` (200 ms) the
+segmenter says so and the decoder runs the final pass right away, while the endpoint (``silence_ms``,
+500 ms) is still awaited; if speech resumes the prepared result is dropped, if the endpoint comes it is
+the final.  For engines whose final is a second pass over the utterance (PocketSphinx, Whisper) this
+takes up to 300 ms off the final's latency without changing its text.
+
 Memory is bounded: the session holds at most a few utterances of audio (the input task waits when
 finals are pending, which makes ``push`` wait: backpressure) plus a short text history.
 """

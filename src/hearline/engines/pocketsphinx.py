@@ -282,22 +282,24 @@ class PocketSphinxStream(EngineStream):
         return self._partial if self._worker is not None else ""
 
     def finish(self) -> Transcript:
-        duration = self._samples / SAMPLE_RATE
         if self._worker is None:
-            return Transcript("", [], "en", None, duration)
+            return self._transcript([])
+        duration = self._samples / SAMPLE_RATE
         try:
             cmn, raw = self._worker.call("stream_finish")
             self._cmn = cmn or self._cmn
         finally:
             self._release()
-        segments = group_words(_words(raw, 0.0))
-        return Transcript(join_text([s.text for s in segments]), segments, "en", None, duration)
+        return self._transcript(raw, duration)
 
     def final_so_far(self) -> Transcript | None:
-        duration = self._samples / SAMPLE_RATE
         if self._worker is None:
-            return Transcript("", [], "en", None, duration)
-        segments = group_words(_words(self._worker.call("stream_peek"), 0.0))
+            return self._transcript([])
+        return self._transcript(self._worker.call("stream_peek"))
+
+    def _transcript(self, raw: list[pocketsphinx_worker.RawWord], duration: float | None = None) -> Transcript:
+        segments = group_words(_words(raw, 0.0))
+        duration = self._samples / SAMPLE_RATE if duration is None else duration
         return Transcript(join_text([s.text for s in segments]), segments, "en", None, duration)
 
     def end(self) -> None:

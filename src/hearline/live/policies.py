@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hearline.engines.base import SAMPLE_RATE, Engine, EngineStream, TranscribeOptions, Word
+from hearline.engines.base import SAMPLE_RATE, Engine, EngineStream, TranscribeOptions, Transcript, Word
 
 logger = logging.getLogger(__name__)
 
@@ -121,24 +121,18 @@ class NativePolicy(Policy):
             stream.accept(audio)
         transcript = stream.finish()
         self._last = ""
-        return Result(
-            text=transcript.text,
-            words=_shift(transcript.words, self._start / SAMPLE_RATE),
-            language=transcript.language,
-        )
+        return self._result(transcript)
 
     def guess_final(self, audio: np.ndarray) -> Result | None:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
         transcript = stream.final_so_far()
-        if transcript is None:
-            return None
-        return Result(
-            text=transcript.text,
-            words=_shift(transcript.words, self._start / SAMPLE_RATE),
-            language=transcript.language,
-        )
+        return None if transcript is None else self._result(transcript)
+
+    def _result(self, transcript: Transcript) -> Result:
+        words = _shift(transcript.words, self._start / SAMPLE_RATE)
+        return Result(text=transcript.text, words=words, language=transcript.language)
 
     def final_from_guess(self, guess: Result) -> Result:
         self._get_stream().end()

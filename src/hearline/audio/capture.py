@@ -186,13 +186,20 @@ class PulseCapture:
 
     ``blocks()`` yields until :meth:`stop`; if ``parec`` exits on its own or delivers nothing for
     ``stall_s`` seconds, it raises :class:`DeviceLost`.
+
+    ``parec`` is started with :class:`subprocess.Popen` (vfork + exec), not the event loop's
+    ``subprocess_exec``: under uvloop that forks the whole threaded server and runs its at-fork hooks
+    in the child, which can spin forever before ``exec`` (seen in the test suite; uvloop issue #749).
+    Its output is then read through the loop as a pipe.
     """
 
     def __init__(self, device: str, server: str | None = None, stall_s: float = 10.0) -> None:
         self.device = device
         self.server = server
         self.stall_s = stall_s
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdout: asyncio.StreamReader | None = None
+        self._transport: asyncio.BaseTransport | None = None
         self._stopping = False
 
     async def open(self) -> None:
@@ -211,21 +218,29 @@ class PulseCapture:
             "--client-name=hearline",
             "--stream-name=hearline captions",
         ]
-        self._proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        logger.info("capturing %s (parec pid %d)", self.device, self._proc.pid)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=4 * BLOCK_BYTES)
+        try:
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        self._proc, self._stdout, self._transport = proc, reader, transport
+        logger.info("capturing %s (parec pid %d)", self.device, proc.pid)
 
     async def blocks(self) -> AsyncIterator[np.ndarray]:
         if self._proc is None:
             await self.open()
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        stdout = self._stdout
+        assert stdout is not None
         pending = b""
         last_check = time.monotonic()
         while True:
             try:
-                data = await asyncio.wait_for(proc.stdout.read(BLOCK_BYTES), timeout=self.stall_s)
+                data = await asyncio.wait_for(stdout.read(BLOCK_BYTES), timeout=self.stall_s)
             except asyncio.TimeoutError as exc:
                 if self._stopping:
                     return
@@ -233,7 +248,7 @@ class PulseCapture:
             if not data:
                 if self._stopping:
                     return
-                await self._reap()
+                await self._wait(2)
                 raise DeviceLost(f"capture of {self.device!r} ended: {await self._stderr_tail()}")
             now = time.monotonic()
             if now - last_check >= DEVICE_CHECK_S:
@@ -255,19 +270,24 @@ class PulseCapture:
         if self.device not in names:
             raise DeviceLost(f"capture device {self.device!r} was removed")
 
-    async def _reap(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), timeout=2)
+    async def _wait(self, timeout: float) -> bool:
+        """Wait for ``parec`` to exit (in a thread: the loop is not its parent watcher); True if it did."""
+        proc = self._proc
+        if proc is None:
+            return True
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     async def _stderr_tail(self) -> str:
         proc = self._proc
         if proc is None or proc.stderr is None:
             return "no process"
-        try:
-            err = await asyncio.wait_for(proc.stderr.read(4096), timeout=1)
-        except asyncio.TimeoutError:
-            err = b""
+        if proc.returncode is None:
+            return "parec closed its output"
+        err = await asyncio.to_thread(proc.stderr.read, 4096)  # exited: the pipe is at its end
         text = err.decode(errors="replace").strip().splitlines()
         return text[-1] if text else f"parec exited with status {proc.returncode}"
 
@@ -275,17 +295,19 @@ class PulseCapture:
         """End the recording; safe to call twice and from another task."""
         self._stopping = True
         proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=3)
-        except asyncio.TimeoutError:
-            logger.warning("parec (pid %d) ignored SIGTERM; killing it", proc.pid)
+        if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+                proc.terminate()
+            if not await self._wait(3):
+                logger.warning("parec (pid %d) ignored SIGTERM; killing it", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await self._wait(3)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
 
 
 # -- CLI -----------------------------------------------------------------------------------------

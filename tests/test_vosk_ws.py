@@ -90,7 +90,7 @@ async def test_partials_then_results_with_words_at_16k(server: ServerThread) -> 
 
 async def test_eof_flushes_the_last_utterance(server: ServerThread) -> None:
     """No trailing silence: the last words arrive only in the eof reply."""
-    data = pcm(("en_pocketsphinx_goforward",), gap_s=0)
+    data = pcm(("en_pocketsphinx_goforward",), gap_s=0)[: int(2.3 * 16000) * 2]  # speech ends at ~2.2 s
     replies = await lockstep(server.ws_url + "/vosk", chunks(data, 16000))
     last = replies[-1]
     assert set(last) == {"text"}  # words were not asked for
@@ -106,14 +106,15 @@ async def test_reset_ends_the_utterance_now(server: ServerThread) -> None:
             await ws.recv()
         await ws.send('{"reset" : 1}')
         first = json.loads(await ws.recv())
+        rest = []
         for chunk in data[8:]:
             await ws.send(chunk)
-            await ws.recv()
+            rest.append(json.loads(await ws.recv()))
         await ws.send(EOF)
-        last = json.loads(await ws.recv())
+        rest.append(json.loads(await ws.recv()))
     assert "forward" in first["text"].split(), first  # the reset's own result
     assert "meters" not in first["text"].split(), first  # cut before the end of the clip
-    assert last["text"], last
+    assert "meters" in full_text(rest).split(), rest  # the rest of the stream goes on
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ async def test_standalone_port_any_path_8k(server: ServerThread, vosk_port: Serv
     # any path, and the alternatives shape
     data = pcm(("en_pocketsphinx_goforward",), gap_s=0)
     replies = await lockstep(vosk_port.ws_url + "/some/path", chunks(data, 16000), {"max_alternatives": 2})
-    alternatives = replies[-1]["alternatives"]
+    alternatives = next(r["alternatives"] for r in replies if "alternatives" in r and r["alternatives"][0]["text"])
     assert len(alternatives) == 1 and set(alternatives[0]) == {"confidence", "text"}
     assert "forward" in alternatives[0]["text"].split()
 
@@ -162,12 +163,15 @@ async def test_bad_messages_get_json_errors_and_the_stream_goes_on(server: Serve
         assert "error" in json.loads(await ws.recv())
         await ws.send("{oops")
         assert "error" in json.loads(await ws.recv())
+        replies = []
         for chunk in data[len(data) // 2 :]:
             await ws.send(chunk)
-            assert set(json.loads(await ws.recv())) <= {"partial", "text", "result"}
+            replies.append(json.loads(await ws.recv()))
+            assert set(replies[-1]) <= {"partial", "text", "result"}
         await ws.send(EOF)
-        last = json.loads(await ws.recv())
-        assert "forward" in last["text"].split() and last["result"]
+        replies.append(json.loads(await ws.recv()))
+        assert "forward" in full_text(replies).split()
+        assert all(r["result"] for r in results(replies) if r["text"])
         await ws.wait_closed()
 
 

@@ -111,16 +111,25 @@ class EngineStream(ABC):
         Times in the returned transcript are relative to the start of the utterance.
         """
 
-    def final_so_far(self) -> Transcript | None:
-        """What ``finish()`` would return now, the utterance staying open; None if not cheaper than waiting.
+    def detach_final(self) -> Callable[[], Transcript] | None:
+        """End the current utterance now and return a job that computes its final apart from the stream.
 
-        Engines whose final is a second pass over the utterance implement it, so the live pipeline can
-        run that pass during a pause, before the endpoint is certain.
+        Engines whose final is a second pass over the utterance's audio (not the stream's own state)
+        implement it, so the live pipeline can run that pass in another worker while this stream already
+        decodes the next utterance.  None: the final comes from ``finish()``.
+        """
+        return None
+
+    def snapshot_final(self) -> Callable[[], Transcript] | None:
+        """A job computing what the final would be if the utterance ended now; the utterance stays open.
+
+        Lets the live pipeline run the second pass during a pause, before the endpoint is certain, while
+        partial decoding goes on.  None: not cheaper than waiting (the final comes from the stream).
         """
         return None
 
     def end(self) -> None:
-        """End the current utterance without a result (its final was taken from ``final_so_far``)."""
+        """End the current utterance without a result (its final came from ``snapshot_final``)."""
         self.finish()
 
     def close(self) -> None:  # noqa: B027 - optional hook

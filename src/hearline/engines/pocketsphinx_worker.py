@@ -64,7 +64,6 @@ class _Worker:
         self._make_partial_decoder = make_partial_decoder
         self._partial_decoder: Any = None
         self.streaming = False
-        self.utterance: list[bytes] = []
 
     def decode(self, pcm: bytes) -> list[RawWord]:
         """One utterance from a clean front-end state, so the result depends only on ``pcm``."""
@@ -84,42 +83,24 @@ class _Worker:
             self.partial_decoder.set_cmn(cmn)
         self.partial_decoder.start_utt()
         self.streaming = True
-        self.utterance = []
 
     def stream_accept(self, pcm: bytes) -> str:
         if not self.streaming:
             raise RuntimeError("stream_accept before stream_start")
-        self.utterance.append(pcm)
         for start in range(0, len(pcm), STREAM_PIECE_BYTES):
             self.partial_decoder.process_raw(pcm[start : start + STREAM_PIECE_BYTES], False, False)
         hyp = self.partial_decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
-    def stream_finish(self) -> tuple[str, list[RawWord]]:
-        """End the utterance; the final comes from a full pass over it (as offline decoding does)."""
-        if not self.streaming:
-            return "", []
-        self.partial_decoder.end_utt()
-        self.streaming = False
-        cmn = self.partial_decoder.get_cmn(False)
-        pcm, self.utterance = b"".join(self.utterance), []
-        return cmn, self._decode_full(pcm) if pcm else []
-
-    def stream_peek(self) -> list[RawWord]:
-        """The final for the utterance so far (a full pass over it); the utterance stays open."""
-        if not self.streaming:
-            return []
-        pcm = b"".join(self.utterance)
-        self.utterance = [pcm]
-        return self._decode_full(pcm) if pcm else []
-
     def stream_end(self) -> str:
-        """End the utterance without decoding it again; returns the cepstral mean to go on from."""
+        """End the utterance's partial decoding; returns the cepstral mean to go on from.
+
+        The final is a separate full pass (``decode``) over the utterance's audio, which the parent keeps.
+        """
         if not self.streaming:
             return ""
         self.partial_decoder.end_utt()
         self.streaming = False
-        self.utterance = []
         return self.partial_decoder.get_cmn(False)
 
     def stream_abort(self) -> None:
@@ -129,7 +110,6 @@ class _Worker:
         if self.streaming:
             self.partial_decoder.end_utt()
             self.streaming = False
-        self.utterance = []
 
     def _decode_full(self, pcm: bytes) -> list[RawWord]:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
@@ -157,7 +137,6 @@ class _Worker:
                 probability = None
             words.append((token, seg.start_frame / FRAME_RATE, (seg.end_frame + 1) / FRAME_RATE, probability))
         return words
-
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 * :class:`NativePolicy` - engines that decode incrementally (``capabilities.native_streaming``, e.g.
   PocketSphinx): audio is fed to an :class:`~hearline.engines.base.EngineStream` in batches, the
-  stream's hypothesis is the partial and ``finish()`` gives the final.
+  stream's hypothesis is the partial and the stream gives the final - as a detached job when the final
+  is a second pass over the audio (PocketSphinx), so it can run while the next utterance streams.
 * :class:`LocalAgreementPolicy` - engines that re-decode (Whisper): LocalAgreement-2.  The open
   utterance is re-transcribed every ``partial_interval_s`` of audio; the longest prefix on which the
   last two hypotheses agree is committed; the decoded window is trimmed at committed word boundaries
@@ -10,13 +11,16 @@
   the whole utterance (or, after trimming, over the remaining window), so it is as good as offline.
 
 Both are pure, blocking computations on one utterance; the session runs them in the model pool's
-worker threads, one job at a time per session, and owns all scheduling.
+worker threads, one job at a time per session, and owns all scheduling.  A final (or a final prepared
+in a pause) may come back as a :data:`FinalJob` instead of a result: a job that needs nothing of the
+policy, which the session runs as a separate pool job while the policy goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +43,9 @@ class Result:
     language: str | None = None
 
 
+FinalJob = Callable[[], "Result"]
+
+
 class Policy:
     """One open utterance at a time.  All methods block and run in a worker thread."""
 
@@ -50,12 +57,16 @@ class Policy:
         """Take ``audio`` (new samples of the open utterance); return a partial result or None."""
         raise NotImplementedError
 
-    def final(self, audio: np.ndarray) -> Result:
-        """Take the last samples, end the utterance and return its final result."""
+    def final(self, audio: np.ndarray) -> Result | FinalJob:
+        """Take the last samples and end the utterance; return its final result, or a job computing it.
+
+        A job needs nothing of the policy, which is ready for the next utterance as soon as this returns.
+        """
         raise NotImplementedError
 
-    def guess_final(self, audio: np.ndarray) -> Result | None:
-        """Take ``audio``; return the final the utterance would get if it ended now, leaving it open.
+    def guess_final(self, audio: np.ndarray) -> Result | FinalJob | None:
+        """Take ``audio``; return the final the utterance would get if it ended now (or a job computing
+        it apart from the policy), leaving the utterance open.
 
         Called during a pause, so the final's second pass runs while the endpoint is still awaited.
         None: this policy's final is no slower than waiting (nothing to gain).
@@ -115,23 +126,30 @@ class NativePolicy(Policy):
         self._last = text
         return Result(text=text)
 
-    def final(self, audio: np.ndarray) -> Result:
+    def final(self, audio: np.ndarray) -> Result | FinalJob:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
-        transcript = stream.finish()
         self._last = ""
-        return self._result(transcript)
+        job = stream.detach_final()
+        if job is None:
+            return self._result(stream.finish(), self._start)
+        start = self._start
+        return lambda: self._result(job(), start)
 
-    def guess_final(self, audio: np.ndarray) -> Result | None:
+    def guess_final(self, audio: np.ndarray) -> FinalJob | None:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
-        transcript = stream.final_so_far()
-        return None if transcript is None else self._result(transcript)
+        job = stream.snapshot_final()
+        if job is None:
+            return None
+        start = self._start
+        return lambda: self._result(job(), start)
 
-    def _result(self, transcript: Transcript) -> Result:
-        words = _shift(transcript.words, self._start / SAMPLE_RATE)
+    @staticmethod
+    def _result(transcript: Transcript, start_sample: int) -> Result:
+        words = _shift(transcript.words, start_sample / SAMPLE_RATE)
         return Result(text=transcript.text, words=words, language=transcript.language)
 
     def final_from_guess(self, guess: Result) -> Result:

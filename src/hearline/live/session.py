@@ -14,11 +14,17 @@ Inside, two tasks per session and no threads of its own:
   does fewer, bigger steps (newest audio wins) instead of queueing work; partial jobs may be refused
   by a busy pool (``reject_when_full``), finals never are.
 
+When a policy's final is a second pass that needs only the utterance's audio (PocketSphinx), that pass
+is a separate pool job: the decoder task goes straight on to the next utterance's partials while it
+runs, so a long utterance's final does not hold up the live text.  Finals still go out in utterance
+order; when one arrives after the next utterance's first partials, the newest partial is sent again
+right after it, so adapters whose protocol has a single "current partial" show it again.
+
 Finals are prepared ahead of the endpoint: when speech has stopped for ``pause_ms`` (200 ms) the
-segmenter says so and the decoder runs the final pass right away, while the endpoint (``silence_ms``,
-500 ms) is still awaited; if speech resumes the prepared result is dropped, if the endpoint comes it is
-the final.  For engines whose final is a second pass over the utterance (PocketSphinx, Whisper) this
-takes up to 300 ms off the final's latency without changing its text.
+segmenter says so and the final pass starts right away, while the endpoint (``silence_ms``, 500 ms) is
+still awaited; if speech resumes the prepared result is dropped, if the endpoint comes it is the final.
+For engines whose final is a second pass over the utterance (PocketSphinx, Whisper) this takes up to
+300 ms off the final's latency without changing its text.
 
 Memory is bounded: the session holds at most a few utterances of audio (the input task waits when
 finals are pending, which makes ``push`` wait: backpressure) plus a short text history.
@@ -32,7 +38,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -40,7 +46,7 @@ import numpy as np
 
 from hearline.audio.decode import StreamResampler
 from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions, Word
-from hearline.live.policies import Policy, Result, choose_policy
+from hearline.live.policies import FinalJob, Policy, Result, choose_policy
 from hearline.live.segmenter import Audio, Begin, Drop, End, Pause, Resume, Segmenter
 from hearline.models.pool import ModelPool, ServerBusy
 
@@ -51,7 +57,8 @@ T = TypeVar("T")
 INPUT_QUEUE_ITEMS = 64  # pushed blocks waiting for the input task (push awaits beyond this)
 INPUT_BACKLOG_S = 2.0  # ... or beyond this much queued audio, however it is cut into blocks
 EVENT_QUEUE_ITEMS = 256  # events waiting for the reader; partials and lag are dropped when full
-MAX_OPEN_UTTERANCES = 3  # closed-but-not-final utterances plus the open one
+MAX_OPEN_UTTERANCES = 3  # utterances the decoder task has not closed yet (the open one included)
+MAX_PENDING_FINALS = 2  # closed utterances whose final pass still runs (each holds its audio)
 MAX_BEHIND_S = 3.0  # audio segmented but not yet decoded before the input task waits (push then waits)
 LAG_EVERY_S = 1.0  # a Lag event per this much audio
 PARTIAL_RETRY_S = 0.1  # wait after the pool refused partial work
@@ -144,7 +151,7 @@ class _Utterance:
         self.begun = False  # the policy has been told (and may hold a stream slot)
         self.fed = 0  # samples handed to the policy
         self.paused = False  # speech stopped a moment ago (segmenter Pause, no Resume yet)
-        self.guess: Result | None = None  # final prepared during this pause
+        self.guess: asyncio.Future[Result | None] | None = None  # final being prepared during this pause
         self.guess_tried = False
         self._chunks: deque[np.ndarray] = deque([audio])
         self.pending = int(audio.size)
@@ -254,6 +261,10 @@ class LiveSession:
         self._input_waiting = False  # the input task waits for the decoder (backpressure)
         self._jobs: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._finals: deque[asyncio.Task[None]] = deque()  # final deliveries, in utterance order
+        self._guesses: set[asyncio.Task[Result | None]] = set()
+        self._latest_partial: Partial | None = None
+        self._progress = asyncio.Event()  # settle(): audio was segmented or a final went out
         self.last_lag = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -285,6 +296,7 @@ class LiveSession:
             asyncio.create_task(self._input_loop(), name="live-input"),
             asyncio.create_task(self._decoder_loop(), name="live-decoder"),
         ]
+        self._tasks[0].add_done_callback(lambda _: self._progress.set())  # settle() returns
 
     async def push(self, audio: np.ndarray, sample_rate: int = 16000) -> None:
         if not self._started:
@@ -341,6 +353,24 @@ class LiveSession:
             await self._input.put(_FLUSH)
         await asyncio.wait([self._tasks[0]])
 
+    async def settle(self) -> None:
+        """Wait until the audio pushed so far is segmented and each utterance that ended in it has its final out.
+
+        For lock-step protocols (Vosk) whose reply to a chunk carries the result of an utterance that
+        ended in that chunk, as a recogniser that decodes synchronously would give it.
+        """
+        target = self._received
+        while not self._closed and self._tasks and not self._tasks[0].done():
+            self._progress.clear()
+            if self._consumed >= target and not self._finals and not any(u.closed for u in self._utts):
+                return
+            await self._progress.wait()
+
+    @property
+    def events_waiting(self) -> int:
+        """Events emitted but not yet taken by the reader."""
+        return self._events.qsize()
+
     def events(self) -> AsyncIterator[Event]:
         return self._iterate()
 
@@ -367,10 +397,11 @@ class LiveSession:
             return
         self._closed = True
         self._space.set()  # a push waiting on backpressure returns
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._finals, *self._guesses]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         # Worker threads cannot be interrupted: wait for any job still running before releasing the
         # stream it uses.
         if self._jobs:
@@ -398,12 +429,17 @@ class LiveSession:
     # -- events --------------------------------------------------------------------------------
     async def _emit(self, event: Event) -> None:
         if isinstance(event, (Partial, Lag)):
-            try:
-                self._events.put_nowait(event)
-            except asyncio.QueueFull:
-                logger.debug("event queue full; dropping %s", event.type)
+            self._emit_nowait(event)
             return
         await self._events.put(event)
+
+    def _emit_nowait(self, event: Partial | Lag) -> None:
+        if isinstance(event, Partial):
+            self._latest_partial = event
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            logger.debug("event queue full; dropping %s", event.type)
 
     def _processed_position(self) -> int:
         if self._utts:
@@ -459,6 +495,7 @@ class LiveSession:
             probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.process, audio)
         actions = self._segmenter.push(audio, probs)
         self._consumed += int(audio.size)
+        self._progress.set()
         for action in actions:
             await self._handle(action)
         if self._consumed >= self._next_lag:
@@ -469,6 +506,7 @@ class LiveSession:
         # session holds a few seconds of audio, not however much the client can send.
         while not self._closed and (
             len(self._utts) >= MAX_OPEN_UTTERANCES
+            or len(self._finals) >= MAX_PENDING_FINALS
             or self._consumed - self._processed_position() > MAX_BEHIND_S * SAMPLE_RATE
         ):
             self._input_waiting = True
@@ -522,6 +560,8 @@ class LiveSession:
             self._utts[-1].paused = True
         elif isinstance(action, Resume) and self._utts and not self._utts[-1].closed:
             utt = self._utts[-1]
+            if utt.guess is not None:
+                utt.guess.cancel()  # stale: saves the work if the pool has not started it
             utt.paused, utt.guess, utt.guess_tried = False, None, False
         self._wake.set()
 
@@ -536,7 +576,7 @@ class LiveSession:
                 while self._utts:
                     if not await self._step(policy, self._utts[0]):
                         break
-                if self._flushing and not self._utts:
+                if self._flushing and not self._utts and not self._finals:
                     self._drained.set()
         except asyncio.CancelledError:
             raise
@@ -549,10 +589,15 @@ class LiveSession:
         utt = self._utts.popleft()
         self._processed = utt.start_sample + utt.fed
         self._room.set()
+        self._progress.set()
 
     async def _step(self, policy: Policy, utt: _Utterance) -> bool:
         """Do one job for the oldest utterance; False when there is nothing to do until more input."""
         if utt.dropped:
+            if utt.guess is not None:
+                utt.guess.cancel()
+            if self._latest_partial is not None and self._latest_partial.utterance_id == utt.id:
+                self._latest_partial = None
             if utt.begun:
                 await self._job(policy.discard, reject=False)
                 self._release_slot()
@@ -565,27 +610,10 @@ class LiveSession:
             policy.begin(utt.start_sample)
             utt.begun = True
         if utt.closed:
-            audio = utt.take()
-            try:
-                if utt.guess is not None:
-                    # Speech never resumed after the pause the guess was made in: the audio since is
-                    # silence and the guess is the final.
-                    result = await self._job(policy.final_from_guess, utt.guess, reject=False)
-                else:
-                    result = await self._job(policy.final, audio, reject=False)
-            except Exception as exc:
-                logger.exception("final decoding failed")
-                await self._emit(Error(f"transcription of an utterance failed: {exc}"))
-                result = Result(text="")
-            utt.fed += int(audio.size)
-            self._release_slot()
-            await self._emit_final(utt, result)
-            self._done_with_head()
+            await self._close_utterance(policy, utt)
             return True
         if utt.paused and not utt.guess_tried:
             return await self._guess(policy, utt)
-        if utt.guess is not None:
-            return False  # wait for the endpoint (the guess is the final) or for speech to resume
         if utt.pending < policy.batch_samples:
             return False
         audio = utt.take()
@@ -604,33 +632,125 @@ class LiveSession:
         utt.fed += int(audio.size)
         self._room.set()
         # Emitted even if the utterance closed meanwhile (input ran ahead): it still precedes the final.
-        if result is not None and result.text:
+        # While a final prepared in this pause is pending or shown, the quicker first-pass hypothesis
+        # of the silence after it would only flicker.
+        if result is not None and result.text and utt.guess is None:
             start = round(utt.speech_sample / SAMPLE_RATE, 3)
             await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
         return True
 
+    async def _close_utterance(self, policy: Policy, utt: _Utterance) -> None:
+        """End the head utterance and queue its final; a final pass that is a job runs on its own."""
+        audio = utt.take()
+        guess, utt.guess = utt.guess, None
+        source: Result | Awaitable[Result]
+        try:
+            prepared = _result_of(guess)
+            if prepared is not None:
+                # Speech never resumed after the pause the final was prepared in: the audio since is
+                # silence and the prepared result is the final.
+                source = await self._job(policy.final_from_guess, prepared, reject=False)
+            else:
+                outcome = await self._job(policy.final, audio, reject=False)
+                source = self._final_pass(outcome, guess)
+        except Exception as exc:
+            logger.exception("final decoding failed")
+            await self._emit(Error(f"transcription of an utterance failed: {exc}"))
+            source = Result(text="")
+        utt.fed += int(audio.size)
+        self._release_slot()
+        previous = self._finals[-1] if self._finals else None
+        delivery = asyncio.create_task(self._deliver_final(utt, source, previous), name="live-final")
+        self._finals.append(delivery)
+        delivery.add_done_callback(self._final_delivered)
+        self._done_with_head()
+
+    async def _final_pass(self, outcome: Result | FinalJob, guess: asyncio.Future[Result | None] | None) -> Result:
+        """The final: the one still being prepared from the pause if that succeeds, else ``outcome``."""
+        if guess is not None:
+            await asyncio.wait([guess])
+            prepared = _result_of(guess)
+            if prepared is not None:
+                return prepared
+        if isinstance(outcome, Result):
+            return outcome
+        return await self._job(outcome, reject=False)  # a final is never refused
+
+    async def _deliver_final(
+        self, utt: _Utterance, source: Result | Awaitable[Result], previous: asyncio.Task[None] | None
+    ) -> None:
+        if isinstance(source, Result):
+            result = source
+        else:
+            try:
+                result = await source
+            except Exception as exc:
+                logger.exception("final decoding failed")
+                await self._emit(Error(f"transcription of an utterance failed: {exc}"))
+                result = Result(text="")
+        if previous is not None:
+            await asyncio.wait([previous])  # finals go out in utterance order
+        await self._emit_final(utt, result)
+        latest = self._latest_partial
+        if latest is not None and latest.utterance_id > utt.id:
+            # The next utterance's text went out before this final: show it again after it.
+            await self._emit(latest)
+
+    def _final_delivered(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._finals.remove(task)
+        self._progress.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("delivering a final failed", exc_info=task.exception())
+        self._room.set()
+        self._wake.set()
+
     async def _guess(self, policy: Policy, utt: _Utterance) -> bool:
-        """Prepare the final during a pause, so it is ready when the endpoint confirms the pause."""
+        """Start preparing the final during a pause, so it is ready when the endpoint confirms the pause."""
         utt.guess_tried = True
         audio = utt.take()
         try:
             # Optional work: a busy pool may refuse it (the final is then computed at the endpoint).
-            guess = await self._job(policy.guess_final, audio, reject=True)
+            outcome = await self._job(policy.guess_final, audio, reject=True)
         except ServerBusy:
             utt.give_back(audio)
             return True
         except Exception as exc:
             logger.exception("preparing a final failed")
-            await self._emit(Error(f"partial transcription failed: {exc}"))
-            guess = None
+            await self._emit(Error(f"preparing the final of an utterance failed: {exc}"))
+            outcome = None
         utt.fed += int(audio.size)
         self._room.set()
-        if utt.paused:  # a Resume while the job ran makes it stale
-            utt.guess = guess
-        if guess is not None and guess.text:
-            start = round(utt.speech_sample / SAMPLE_RATE, 3)
-            await self._emit(Partial(utt.id, guess.text, start))
+        if outcome is None or not utt.paused or utt.closed:
+            return True  # nothing to gain, or speech resumed while the job ran (stale)
+        if isinstance(outcome, Result):
+            future: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+            future.set_result(outcome)
+        else:
+            task = asyncio.create_task(self._prepare(outcome), name="live-guess")
+            self._guesses.add(task)
+            task.add_done_callback(self._guesses.discard)
+            future = task
+        utt.guess = future
+        future.add_done_callback(lambda done: self._show_guess(utt, done))
         return True
+
+    async def _prepare(self, job: FinalJob) -> Result | None:
+        try:
+            return await self._job(job, reject=True)
+        except ServerBusy:
+            return None
+        except Exception:
+            logger.exception("preparing a final failed")  # the final pass at the endpoint reports it
+            return None
+
+    def _show_guess(self, utt: _Utterance, done: asyncio.Future[Result | None]) -> None:
+        """The prepared final, shown as the utterance's last partial while the endpoint is awaited."""
+        if utt.guess is not done or utt.closed or self._closed:
+            return
+        result = _result_of(done)
+        if result is not None and result.text:
+            self._emit_nowait(Partial(utt.id, result.text, round(utt.speech_sample / SAMPLE_RATE, 3)))
 
     async def _emit_final(self, utt: _Utterance, result: Result) -> None:
         speech_start = utt.speech_sample / SAMPLE_RATE
@@ -678,3 +798,10 @@ class LiveSession:
                 if state[0] == "pending":  # never started (refused, or cancelled while waiting)
                     state[0] = "cancelled"
                     mark_done()
+
+
+def _result_of(future: asyncio.Future[Result | None] | None) -> Result | None:
+    """The result of a finished, successful preparation; None otherwise."""
+    if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()

@@ -3,8 +3,11 @@
 Vosk clients (vosk-server's ``test.py``, ``test_microphone.py``, most third-party ones) work in
 lock-step: send a chunk, read one reply, send the next.  So, exactly like vosk-server, every binary
 message gets exactly one reply: a result (``{"text", "result"}``) when an utterance has ended since
-the last reply, otherwise ``{"partial": ...}``.  Several finished utterances waiting at the same time
-are merged into one result so the pairing is never broken.  ``{"eof": 1}`` flushes the stream and is
+the last reply, otherwise ``{"partial": ...}``.  As in vosk-server, a chunk is answered once it has been
+through the endpoint detector and the final of an utterance that ended in it is out, so results come
+in the reply to the chunk where the utterance ended, however fast the client sends.  Several finished
+utterances waiting at the same time (``reset``, ``eof``) are merged into one result so the pairing is
+never broken.  ``{"eof": 1}`` flushes the stream and is
 answered with one last result, after which the server closes; ``{"reset": 1}`` ends the current
 utterance and answers with its result.  A text message that is not valid JSON (or not a known
 command) is answered with ``{"error": ...}`` and the stream goes on.
@@ -198,6 +201,13 @@ class VoskConnection:
         samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
         live = await self._ensure_live()
         await live.push(samples, self.sample_rate)
+        # vosk-server decodes each chunk before answering it: an utterance that ended in this chunk is
+        # in this chunk's reply, however fast the client sends.
+        await live.settle()
+        async with self.changed:
+            await self.changed.wait_for(
+                lambda: live.events_waiting == 0 or self.forwarder is None or self.forwarder.done()
+            )
 
     async def _ensure_live(self) -> LiveSession:
         if self.live is not None:

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
 import threading
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from hearline.live.session import Error, Final, Lag, Partial, Silence, SpeechSta
 from hearline.server import asr_ws
 from hearline.server.asr_ws import DiffEncoder, TranscriptState, apply_diff, format_time, parse_params
 from tests.helpers import ServerThread, clip, running_server, wer
-from tests.test_stream_decode import browser_chunks, browser_webm
+from tests.test_stream_decode import browser_chunks, browser_webm, safari_mp4
 
 # ---------------------------------------------------------------------------------------------------------
 # pure parts
@@ -127,6 +129,68 @@ def test_full_updates_and_diffs_reproduce_the_lines() -> None:
     state.apply(Silence(32.5, 33.0), 33.0)
     state.end_of_audio(45.0)
     assert state.update()["lines"][-1] == {"speaker": -2, "text": "", "start": "0:00:32.50", "end": "0:00:45.00"}
+
+
+def _long_session_events(utterances: int, seed: int = 5) -> list[Any]:
+    """Many utterances: partials, long gaps (silence lines), empty utterances, finals arriving late."""
+    rng = random.Random(seed)
+    events: list[Any] = []
+    late: list[Final] = []
+    clock = 0.0
+    for u in range(utterances):
+        start = clock + (rng.choice([6.0, 7.5]) if u % 4 == 0 else 0.7)
+        events.append(SpeechStarted(u, start))
+        events.extend(late)  # a previous final delivered after this utterance began
+        late = []
+        events.append(Partial(u, f"word{u} more", start))
+        events.append(Partial(u, f"word{u} more text", start, committed=f"word{u} more"))
+        end = start + rng.uniform(1.0, 3.0)
+        events.append(Silence(end, end + 0.5))
+        final = Final(u, "" if u % 7 == 3 else f"Utterance {u}.", start, end)
+        if u % 5 == 2:
+            late.append(final)
+        else:
+            events.append(final)
+        clock = end
+    return events + late
+
+
+@pytest.mark.parametrize("max_lines", [1, 3, 1000])
+def test_pruned_lines_are_stated_so_diffs_reproduce_every_full_update(max_lines: int) -> None:
+    """A long session keeps at most ``max_lines`` fixed lines; each diff, applied by the documented
+    client rule, gives exactly the full-mode lines of that moment."""
+    state = TranscriptState(max_lines=max_lines)
+    encoder = DiffEncoder()
+    previous_keys = state.line_keys()
+    client = apply_diff([], encoder.encode(state.update(), previous_keys))
+    last = state.update()
+    pruned_total = 0
+    for event in _long_session_events(60):
+        state.apply(event, now=getattr(event, "start", 0.0) + 0.5)
+        update, keys = state.update(), state.line_keys()
+        if update == last:
+            continue
+        last = update
+        assert len(update["lines"]) <= max_lines + 1  # plus the provisional line
+        message = encoder.encode(update, keys)
+        previous = client
+        client = apply_diff(client, message)
+        assert client == update["lines"], message["seq"]
+        pruned = message["lines_pruned"]
+        pruned_total += pruned
+        # exactly the leading fixed lines the client had that are gone (unique by content here); a
+        # provisional line (always last) that vanished was truncated, not pruned
+        fixed = previous[:-1] if previous_keys and previous_keys[-1] is None else previous
+        gone = next((i for i, line in enumerate(fixed) if line in update["lines"]), len(fixed))
+        assert pruned == gone, (message["seq"], pruned, gone)
+        previous_keys = keys
+    if max_lines < 1000:
+        assert pruned_total > 0 and state.pruned >= pruned_total
+        assert len(state.lines) == max_lines
+    else:
+        assert pruned_total == 0 and state.pruned == 0  # a shorter session than the cap: nothing changes
+        spoken, silences = sum(u % 7 != 3 for u in range(60)), sum(u % 4 == 0 for u in range(60))
+        assert len(state.lines) == spoken + silences  # every non-empty final and every silence line
 
 
 def test_diff_rejects_a_client_that_lost_a_message() -> None:
@@ -301,6 +365,59 @@ async def test_double_slash_path_and_diff_mode_reproduce_full_mode(server: Serve
     assert body[-1]["buffer_transcription"] == "" and body[-1]["status"] == "active_transcription"
 
 
+def concatenated_wav(clip_ids: tuple[str, ...], path: Path, gap_s: float = 1.2) -> Path:
+    """The clips one after another with ``gap_s`` of silence between them, as a 16 kHz WAV."""
+    gap = np.zeros(int(16000 * gap_s), dtype=np.float32)
+    audio = np.concatenate([part for c in clip_ids for part in (decode_audio(clip(c).path), gap)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(float_to_pcm16(audio))
+    return path
+
+
+@pytest.fixture(scope="module")
+def few_lines_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A server that keeps only the two newest transcript lines per session."""
+    settings = Settings.load(model_dir=Path(tmp_path_factory.mktemp("models")), asr_max_lines=2)
+    with running_server(settings) as srv:
+        yield srv
+
+
+async def test_long_session_prunes_old_lines_and_diff_mode_states_it(
+    few_lines_server: ServerThread, tmp_path: Path
+) -> None:
+    """Five utterances against a cap of two lines: full mode shows only the newest lines, and a diff-mode
+    client applying ``lines_pruned`` never holds more and ends with full mode's lines (the exact
+    step-by-step equality is the unit test above; two server runs differ by decoding jitter)."""
+    clip_ids = ("en_pocketsphinx_goforward", "en_uberi_english", "en_librivox_sense_and_sensibility_01_0880",
+                "en_librivox_sense_and_sensibility_01_0930", "en_ljspeech_LJ001-0002")  # fmt: skip
+    wav = concatenated_wav(clip_ids, tmp_path / "five.wav")
+    chunks = browser_chunks(browser_webm(wav), sum(clip(c).duration + 1.2 for c in clip_ids))
+    url = few_lines_server.ws_url
+    (full, _), (diff, _) = await asyncio.gather(
+        run_session(url, chunks, query="?language=en"), run_session(url, chunks, query="?language=en&mode=diff")
+    )
+    full_lines = _check_full_mode_shape(full)
+    assert all(len(u["lines"]) <= 3 for u in updates_of(full))  # two kept lines plus the provisional one
+    assert len(full_lines) == 2
+    assert "forward" not in final_text(full_lines)  # the first utterance is long gone
+    assert wer(clip(clip_ids[-1]).text or "", full_lines[-1]["text"]) <= 0.5
+    lines: list[dict[str, Any]] = []
+    pruned = []
+    for message in diff[1:-1]:
+        lines = apply_diff(lines, message)
+        assert len(lines) <= 3
+        pruned.append(message.get("lines_pruned", 0))
+    assert sum(pruned) >= 3  # five spoken lines, two kept
+    assert [x["speaker"] for x in lines] == [x["speaker"] for x in full_lines]
+    for ours, theirs in zip(lines, full_lines, strict=True):  # two runs: same lines up to decoding jitter
+        assert wer(theirs["text"], ours["text"]) <= 0.5
+        for key in ("start", "end"):
+            assert abs(_seconds(ours[key]) - _seconds(theirs[key])) <= 0.1
+
+
 def _seconds(stamp: str) -> float:
     hours, minutes, seconds = stamp.split(":")
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
@@ -357,7 +474,7 @@ async def test_garbage_and_truncated_streams_while_another_session_continues(ser
     # random binary: an update in protocol shape with status error, then the socket closes (1007)
     for messages, code in ((bad, bad_code), (nohead, nohead_code)):
         errors = [u for u in updates_of(messages) if u["status"] == "error"]
-        assert errors and "WebM or Ogg header" in errors[0]["error"]
+        assert errors and "WebM, Ogg or MP4 header" in errors[0]["error"]
         assert set(errors[0]) == UPDATE_KEYS | {"error"}
         assert code == 1007
     # truncated WebM: what arrived is transcribed, the truncation is reported, the session ends normally
@@ -370,6 +487,56 @@ async def test_garbage_and_truncated_streams_while_another_session_continues(ser
     # (PocketSphinx's words vary between runs with how the live pipeline batches audio -- "ten meters",
     # "ten years", "in these years" were seen -- so only the distinctive words are asserted)
     assert "go forward" in final_text(updates_of(good)[-1]["lines"])
+
+
+def safari_chunks(clip_id: str, seed: int = 3) -> list[bytes]:
+    """Safari's MediaRecorder ``audio/mp4``: fragmented MP4/AAC, sent in pieces of 100-250 ms of bytes."""
+    speech = clip(clip_id)
+    data = safari_mp4(speech.path)
+    rng = random.Random(seed)
+    per_second = len(data) / speech.duration
+    chunks, pos = [], 0
+    while pos < len(data):
+        step = max(1, int(per_second * rng.uniform(0.1, 0.25)))
+        chunks.append(data[pos : pos + step])
+        pos += step
+    return chunks
+
+
+async def test_safari_fragmented_mp4_streams_match_offline_and_bad_ones_are_reported(server: ServerThread) -> None:
+    """fMP4/AAC as Safari records it, three sessions at once, as good as offline; meanwhile a truncated
+    fMP4 is transcribed up to the cut and reported, and one missing its header is refused (1007)."""
+    speech = clip("en_librivox_sense_and_sensibility_01_0880")
+    mp4 = safari_mp4(speech.path)
+    truncated = browser_chunks(mp4[: int(len(mp4) * 0.8) + 11], speech.duration * 0.8, 0.2)
+    headless = safari_chunks("en_pocketsphinx_goforward")[3:]
+    results = await asyncio.gather(
+        *(run_session(server.ws_url, safari_chunks(c), query="?language=en") for c in CLIPS),
+        run_session(server.ws_url, truncated, query="?language=en"),
+        run_session(server.ws_url, headless, query="?language=en"),
+    )
+    (cut, _), (nohead, nohead_code) = results[-2:]
+    references, streamed, offline = [], [], []
+    for clip_id, (messages, _code) in zip(CLIPS, results, strict=False):
+        lines = _check_full_mode_shape(messages)
+        assert not any(u["status"] == "error" for u in updates_of(messages))
+        references.append(clip(clip_id).text or "")
+        streamed.append(final_text(lines))
+        offline.append(offline_text(server, clip_id))
+    streaming_wer, offline_wer = wer(references, streamed), wer(references, offline)
+    print(f"fMP4 streaming WER {streaming_wer:.3f} offline WER {offline_wer:.3f}", streamed, offline)
+    assert streaming_wer <= offline_wer + 0.10  # the WebM test's bound
+    # truncated: what arrived is transcribed, the cut is reported in the update shape, the session ends
+    assert cut[-1] == {"type": "ready_to_stop"}
+    last = updates_of(cut)[-1]
+    assert set(last) == UPDATE_KEYS | {"error"}
+    assert last["status"] == "error" and "truncated" in last["error"] and "MP4" in last["error"]
+    assert final_text(last["lines"])
+    errors = [u for u in updates_of(nohead) if u["status"] == "error"]
+    assert errors and "WebM, Ogg or MP4 header" in errors[0]["error"] and nohead_code == 1007
+    # and the server still serves
+    messages, _ = await run_session(server.ws_url, safari_chunks("en_pocketsphinx_goforward"), query="?language=en")
+    assert "go forward" in final_text(_check_full_mode_shape(messages))
 
 
 async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread) -> None:

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     vad_silence_ms: int = 500
     max_utterance_s: float = 15.0
     ping_interval_s: float = 15.0
+    asr_max_lines: int = Field(default=1000, ge=1)  # /asr transcript lines kept per session (bounded memory)
 
     # -- captions (seed 000: /start /stop /events) and capture --
     pulse_server: str | None = None  # PulseAudio/PipeWire server for capture; None: the session default

@@ -1,14 +1,24 @@
-"""Incremental decoding of a live compressed audio stream (browser ``MediaRecorder`` WebM/Opus, Ogg/Opus).
+"""Incremental decoding of a live compressed audio stream (browser ``MediaRecorder`` WebM/Opus, Ogg/Opus,
+and Safari's fragmented MP4 with AAC or Opus).
 
 A browser sends its recording as a sequence of byte chunks every 100-250 ms; only the first chunk carries
 the container header and the chunks are cut at arbitrary byte positions, so they decode only as one
 continuous stream.  ``av.open`` cannot be fed incrementally (it pulls from a file object and probes ahead),
 which would need a blocking reader thread per session and makes a truncated or garbage stream hard to tell
-from a slow one.  Instead this module demultiplexes the two containers browsers produce with a small
-push parser (EBML for WebM/Matroska, page framing for Ogg) and hands each compressed packet to a PyAV codec
-context as soon as its last byte arrives.  That keeps decoding synchronous and cheap (well under a
-millisecond per chunk), needs no thread, and every malformed input is detected at the byte where it goes
-wrong and raised as :class:`StreamDecodeError` instead of hanging.
+from a slow one.  Instead this module demultiplexes the containers browsers produce with a small push
+parser (EBML for WebM/Matroska, page framing for Ogg, ISO BMFF boxes for fragmented MP4) and hands each
+compressed packet to a PyAV codec context as soon as its last byte arrives.  That keeps decoding
+synchronous and cheap (well under a millisecond per chunk), needs no thread, and every malformed input is
+detected at the byte where it goes wrong and raised as :class:`StreamDecodeError` instead of hanging.
+
+The container is recognised from the first bytes: the EBML magic (WebM), ``OggS`` (Ogg), or an
+``ftyp`` box (MP4).  Safari's ``MediaRecorder`` writes ``audio/mp4`` as fragmented MP4: ``ftyp``, a
+``moov`` with the track header (and ``mvex``, which makes it fragmented), then ``moof`` + ``mdat`` pairs.
+A ``moof`` is buffered whole (it is small: the sample sizes and offsets of one fragment); the samples it
+announces are then cut out of the following ``mdat`` one by one as their bytes arrive, so a fragment
+that spans several chunks is decoded progressively and a partial sample simply waits for more data.
+An MP4 whose ``moov`` comes after its media (an ordinary, non-fragmented file) cannot be streamed and is
+refused with a clear error.
 
 Usage::
 
@@ -22,7 +32,10 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import av
 import numpy as np
@@ -38,8 +51,20 @@ MAX_CONSECUTIVE_PACKET_ERRORS = 20  # undecodable packets in a row before giving
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
+class _Demuxer(Protocol):
+    """A push parser of one container: bytes in, the audio track's compressed packets out."""
+
+    name: str  # container, as StreamDecoder.container reports it
+    unit: str  # what a stream cut short ends inside of, for the truncation message
+    codec: tuple[str, bytes] | None  # (PyAV decoder name, extradata) once the track header was parsed
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def pending_bytes(self) -> int: ...
+
+
 class StreamDecodeError(AudioDecodeError):
-    """The live stream is not a decodable WebM/Ogg audio stream (garbage, missing header, corrupt)."""
+    """The live stream is not a decodable WebM/Ogg/MP4 audio stream (garbage, missing header, corrupt)."""
 
 
 # -- Matroska / WebM element ids (with their length marker, as written in the file) --
@@ -92,7 +117,7 @@ class StreamDecoder:
         self.sample_rate = sample_rate
         self.bytes_received = 0
         self.truncated = False  # set by finish() when the stream ended inside an element/page
-        self._demuxer: _WebMDemuxer | _OggDemuxer | None = None
+        self._demuxer: _Demuxer | None = None
         self._head = bytearray()  # first bytes, until the container can be recognised
         self._codec: av.AudioCodecContext | None = None
         self._resampler: av.AudioResampler | None = None
@@ -102,10 +127,14 @@ class StreamDecoder:
 
     @property
     def container(self) -> str | None:
-        """``"webm"`` or ``"ogg"`` once recognised."""
-        if self._demuxer is None:
-            return None
-        return "ogg" if isinstance(self._demuxer, _OggDemuxer) else "webm"
+        """``"webm"``, ``"ogg"`` or ``"mp4"`` once recognised."""
+        return self._demuxer.name if self._demuxer is not None else None
+
+    @property
+    def truncation(self) -> str:
+        """What a truncated stream is reported as (``truncated`` says whether it was)."""
+        unit = self._demuxer.unit if self._demuxer is not None else "header"
+        return f"the audio stream was truncated: it ended inside a {unit}"
 
     def push(self, data: bytes) -> np.ndarray:
         """Feed the next chunk; returns the audio that became decodable (maybe empty).
@@ -122,9 +151,10 @@ class StreamDecoder:
         try:
             if self._demuxer is None:
                 self._head += data
-                if len(self._head) < 4:
+                demuxer = _open_demuxer(bytes(self._head[:_MAGIC_BYTES]))
+                if demuxer is None:
                     return _EMPTY
-                self._demuxer = _open_demuxer(bytes(self._head[:4]))
+                self._demuxer = demuxer
                 data, self._head = bytes(self._head), bytearray()
             packets = self._demuxer.feed(data)
             return self._decode_packets(packets)
@@ -145,7 +175,7 @@ class StreamDecoder:
         self._finished = True
         if self._demuxer is None:
             if self.bytes_received:
-                raise StreamDecodeError("the audio stream is too short to be WebM or Ogg")
+                raise StreamDecodeError("the audio stream is too short to be WebM, Ogg or MP4")
             raise StreamDecodeError("the audio stream is empty")
         self.truncated = self._demuxer.pending_bytes() > 0
         if self.truncated:
@@ -188,15 +218,31 @@ class StreamDecoder:
         return np.concatenate(out) if out else _EMPTY
 
 
-def _open_demuxer(magic: bytes) -> _WebMDemuxer | _OggDemuxer:
-    if magic == b"\x1a\x45\xdf\xa3":
+_MAGIC_BYTES = 8  # enough to recognise every container (an MP4 box header)
+
+
+def _open_demuxer(head: bytes) -> _Demuxer | None:
+    """The demuxer for a stream starting with ``head``; None while too few bytes have arrived."""
+    if head[:4] == b"\x1a\x45\xdf\xa3":
         return _WebMDemuxer()
-    if magic == b"OggS":
+    if head[:4] == b"OggS":
         return _OggDemuxer()
+    if head[4:8] == b"ftyp":
+        return _Mp4Demuxer()
+    if len(head) < _MAGIC_BYTES and _could_still_match(head):
+        return None
     raise StreamDecodeError(
-        "the audio stream does not start with a WebM or Ogg header (the first chunk must carry it; "
+        "the audio stream does not start with a WebM, Ogg or MP4 header (the first chunk must carry it; "
         "a reconnecting client has to restart its recorder)"
     )
+
+
+def _could_still_match(head: bytes) -> bool:
+    """Whether more bytes could still make ``head`` a recognised start, so that garbage fails at once.
+
+    The first four bytes of an MP4 are its first box's size, which can be anything.
+    """
+    return len(head) < 4 or b"ftyp".startswith(head[4:])
 
 
 def _open_codec(name: str, extradata: bytes) -> av.AudioCodecContext:
@@ -269,6 +315,9 @@ def _uint(data: bytes) -> int:
 
 class _WebMDemuxer:
     """Push parser of a (live, unknown-size) Matroska stream, yielding the first audio track's packets."""
+
+    name = "webm"
+    unit = "WebM block"
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -434,6 +483,9 @@ _OGG_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, s
 class _OggDemuxer:
     """Push parser of an Ogg stream, yielding the packets of the first logical (Opus) stream."""
 
+    name = "ogg"
+    unit = "Ogg page"
+
     def __init__(self) -> None:
         self._buf = bytearray()
         self._offset = 0
@@ -489,3 +541,401 @@ class _OggDemuxer:
         if index == 1:  # OpusTags
             return []
         return [packet]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fragmented MP4 (ISO BMFF), as Safari's MediaRecorder writes audio/mp4
+
+_BOX = struct.Struct(">I4s")
+# Top-level boxes a recorder may write besides ftyp/moov/moof/mdat; skipped without buffering them.
+_MP4_SKIPPED = {b"free", b"skip", b"wide", b"udta", b"meta", b"sidx", b"ssix", b"styp", b"prft", b"emsg",
+                b"mfra", b"pdin", b"uuid"}  # fmt: skip
+_MP4_BUFFERED = {b"ftyp", b"moov", b"moof"}
+_AAC_OBJECT_TYPES = {0x40, 0x66, 0x67, 0x68}  # MPEG-4 audio, MPEG-2 AAC main/LC/SSR
+_MP3_OBJECT_TYPES = {0x69, 0x6B}
+# tfhd flags
+_BASE_DATA_OFFSET = 0x01
+_SAMPLE_DESCRIPTION_INDEX = 0x02
+_DEFAULT_DURATION = 0x08
+_DEFAULT_SIZE = 0x10
+_DEFAULT_FLAGS = 0x20
+_DEFAULT_BASE_IS_MOOF = 0x020000
+# trun flags
+_DATA_OFFSET = 0x01
+_FIRST_SAMPLE_FLAGS = 0x04
+_SAMPLE_DURATION = 0x100
+_SAMPLE_SIZE = 0x200
+_SAMPLE_FLAGS = 0x400
+_SAMPLE_CTS = 0x800
+
+
+def _mp4_boxes(payload: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of the boxes of a fully buffered container box."""
+    pos = 0
+    while pos + 8 <= len(payload):
+        size, kind = _BOX.unpack_from(payload, pos)
+        header = 8
+        if size == 1:
+            if pos + 16 > len(payload):
+                break
+            size, header = struct.unpack_from(">Q", payload, pos + 8)[0], 16
+        elif size == 0:
+            size = len(payload) - pos
+        if size < header or pos + size > len(payload):
+            raise StreamDecodeError(f"corrupt MP4 {what}: box {kind!r} overruns its parent")
+        yield kind, payload[pos + header : pos + size]
+        pos += size
+    if pos != len(payload):
+        raise StreamDecodeError(f"corrupt MP4 {what}: trailing bytes")
+
+
+def _mp4_child(payload: bytes, kind: bytes, what: str) -> bytes | None:
+    return next((body for child, body in _mp4_boxes(payload, what) if child == kind), None)
+
+
+def _mp4_path(payload: bytes, path: tuple[bytes, ...], what: str) -> bytes | None:
+    """The body of the first box along ``path`` (``(b"mdia", b"hdlr")``...), None when absent."""
+    body: bytes | None = payload
+    for kind in path:
+        if body is None:
+            return None
+        body = _mp4_child(body, kind, what)
+    return body
+
+
+def _unpack(fmt: str, data: bytes, pos: int, what: str) -> tuple[int, ...]:
+    try:
+        return struct.unpack_from(fmt, data, pos)
+    except struct.error as exc:
+        raise StreamDecodeError(f"corrupt MP4 {what}: too short") from exc
+
+
+@dataclass(frozen=True)
+class _TrackDefaults:
+    """``trex``: sample defaults a fragment's ``tfhd``/``trun`` may leave out."""
+
+    duration: int = 0
+    size: int = 0
+
+
+class _Mp4Demuxer:
+    """Push parser of a fragmented MP4 stream, yielding the first audio track's samples."""
+
+    name = "mp4"
+    unit = "MP4 fragment"
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._offset = 0  # stream offset of _buf[0]
+        self._skip = 0  # bytes of a skipped box (or of the rest of an mdat) still to drop
+        self._mdat_end: int | None = None  # stream offset where the mdat being read ends (-1: at end of stream)
+        self._samples: deque[tuple[int, int]] = deque()  # (stream offset, size) announced, not yet read
+        self._seen_ftyp = False
+        self.track: int | None = None
+        self.codec: tuple[str, bytes] | None = None
+        self._defaults: dict[int, _TrackDefaults] = {}
+
+    def pending_bytes(self) -> int:
+        """Bytes announced but not delivered: a partial box, a box being skipped, samples still due."""
+        due = sum(size for _, size in self._samples)
+        return max(len(self._buf), due) + self._skip
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        packets: list[bytes] = []
+        while True:
+            if self._skip:
+                n = min(self._skip, len(self._buf))
+                self._consume(n)
+                self._skip -= n
+                if self._skip:
+                    return packets
+            if self._mdat_end is not None:
+                if not self._read_mdat(packets):
+                    return packets
+                continue
+            header = self._box_header()
+            if header is None:
+                return packets
+            kind, size, header_size = header
+            if not self._seen_ftyp and kind != b"ftyp":
+                raise StreamDecodeError("the stream does not start with an MP4 ftyp box")
+            if kind == b"mdat":
+                self._enter_mdat(size, header_size)
+            elif kind in _MP4_BUFFERED:
+                if size > MAX_ELEMENT_BYTES:
+                    raise self._corrupt(f"box {kind!r} claims {size} bytes")
+                if len(self._buf) < size:
+                    return packets
+                start = self._offset
+                payload = bytes(self._buf[header_size:size])
+                self._consume(size)
+                self._on_box(kind, payload, start)
+            elif kind in _MP4_SKIPPED:
+                if size == 0:
+                    raise self._corrupt(f"box {kind!r} has no size")
+                self._consume(header_size)
+                self._skip = size - header_size
+            else:
+                raise self._corrupt(f"unexpected box {kind!r}")
+
+    # -- boxes --
+
+    def _box_header(self) -> tuple[bytes, int, int] | None:
+        """(type, size, header size) of the box at the start of the buffer; None until it has arrived."""
+        if len(self._buf) < 8:
+            return None
+        size, kind = _BOX.unpack_from(self._buf)
+        header = 8
+        if size == 1:
+            if len(self._buf) < 16:
+                return None
+            size, header = struct.unpack_from(">Q", self._buf, 8)[0], 16
+        if not all(32 <= c < 127 for c in kind):
+            raise self._corrupt("invalid box type")
+        if size != 0 and size < header:
+            raise self._corrupt(f"box {kind!r} is shorter than its header")
+        return kind, size, header
+
+    def _on_box(self, kind: bytes, payload: bytes, start: int) -> None:
+        if kind == b"ftyp":
+            if self._seen_ftyp:
+                raise self._corrupt("a second ftyp box inside one stream (a restarted recorder?)")
+            self._seen_ftyp = True
+        elif kind == b"moov":
+            self._on_moov(payload)
+        else:
+            self._on_moof(payload, start)
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._offset += n
+
+    def _corrupt(self, what: str) -> StreamDecodeError:
+        return StreamDecodeError(f"corrupt MP4 stream at byte {self._offset}: {what}")
+
+    # -- moov: the audio track and its codec --
+
+    def _on_moov(self, payload: bytes) -> None:
+        if self.codec is not None:
+            raise self._corrupt("a second moov box")
+        if _mp4_child(payload, b"mvex", "moov") is None:
+            raise StreamDecodeError(
+                "the MP4 stream is not fragmented (its moov has no mvex): live MP4 audio must be fragmented "
+                "MP4, as Safari's MediaRecorder writes it"
+            )
+        for kind, body in _mp4_boxes(payload, "moov"):
+            if kind == b"trak" and self.codec is None:
+                self._on_trak(body)
+            elif kind == b"mvex":
+                self._on_mvex(body)
+        if self.codec is None:
+            raise StreamDecodeError("the MP4 stream has no audio track")
+
+    def _on_trak(self, trak: bytes) -> None:
+        handler = _mp4_path(trak, (b"mdia", b"hdlr"), "track")
+        if handler is None or handler[8:12] != b"soun":
+            return
+        tkhd = _mp4_child(trak, b"tkhd", "track")
+        if tkhd is None:
+            raise StreamDecodeError("corrupt MP4 track: no tkhd")
+        (track_id,) = _unpack(">I", tkhd, 20 if tkhd[:1] == b"\x01" else 12, "tkhd")
+        stsd = _mp4_path(trak, (b"mdia", b"minf", b"stbl", b"stsd"), "track")
+        if stsd is None or len(stsd) < 8:
+            raise StreamDecodeError("corrupt MP4 track: no sample description")
+        entry = next(_mp4_boxes(stsd[8:], "stsd"), None)
+        if entry is None:
+            raise StreamDecodeError("corrupt MP4 track: empty sample description")
+        self.track = track_id
+        self.codec = _mp4_codec(*entry)
+
+    def _on_mvex(self, mvex: bytes) -> None:
+        for kind, body in _mp4_boxes(mvex, "mvex"):
+            if kind == b"trex":
+                track, _index, duration, size = _unpack(">IIII", body, 4, "trex")
+                self._defaults[track] = _TrackDefaults(duration=duration, size=size)
+
+    # -- moof: where the fragment's samples are --
+
+    def _on_moof(self, payload: bytes, moof_start: int) -> None:
+        if self.codec is None:
+            raise self._corrupt("a fragment before the track header (moov)")
+        if self._samples:
+            raise self._corrupt("a fragment began before the previous one's samples arrived")
+        data_end = moof_start  # end of the previous track fragment's data (the implicit base offset)
+        for kind, traf in _mp4_boxes(payload, "moof"):
+            if kind == b"traf":
+                data_end = self._on_traf(traf, moof_start, data_end)
+
+    def _on_traf(self, traf: bytes, moof_start: int, previous_end: int) -> int:
+        """Queue the audio samples of one track fragment; returns where its data ends."""
+        tfhd = _mp4_child(traf, b"tfhd", "traf")
+        if tfhd is None:
+            raise self._corrupt("track fragment without tfhd")
+        (flags,) = _unpack(">I", tfhd, 0, "tfhd")
+        flags &= 0xFFFFFF
+        (track,) = _unpack(">I", tfhd, 4, "tfhd")
+        pos = 8
+        base = moof_start if flags & _DEFAULT_BASE_IS_MOOF else previous_end
+        if flags & _BASE_DATA_OFFSET:
+            (base,) = _unpack(">Q", tfhd, pos, "tfhd")
+            pos += 8
+        pos += 4 if flags & _SAMPLE_DESCRIPTION_INDEX else 0
+        pos += 4 if flags & _DEFAULT_DURATION else 0
+        default_size = self._defaults.get(track, _TrackDefaults()).size
+        if flags & _DEFAULT_SIZE:
+            (default_size,) = _unpack(">I", tfhd, pos, "tfhd")
+        end = base
+        for kind, trun in _mp4_boxes(traf, "traf"):
+            if kind == b"trun":
+                samples, end = _trun_samples(trun, base, end, default_size)
+                if track == self.track:
+                    self._queue(samples)
+        return end
+
+    def _queue(self, samples: list[tuple[int, int]]) -> None:
+        last = self._samples[-1][0] + self._samples[-1][1] if self._samples else self._offset
+        for offset, size in samples:
+            if size <= 0 or size > MAX_ELEMENT_BYTES:
+                raise self._corrupt(f"a sample of {size} bytes")
+            if offset < last:
+                raise self._corrupt("sample data lies before the current position (interleaved or overlapping)")
+            self._samples.append((offset, size))
+            last = offset + size
+
+    # -- mdat: the samples themselves, cut out as their bytes arrive --
+
+    def _enter_mdat(self, size: int, header_size: int) -> None:
+        if self.codec is None:
+            raise StreamDecodeError(
+                "the MP4 stream has media data before its track header (moov): it cannot be decoded as it "
+                "arrives; live MP4 audio must be fragmented MP4 with the moov first"
+            )
+        self._consume(header_size)
+        self._mdat_end = self._offset + size - header_size if size else -1
+
+    def _read_mdat(self, packets: list[bytes]) -> bool:
+        """Take the complete samples of the current mdat; False when more bytes are needed."""
+        end = self._mdat_end
+        while self._samples:
+            offset, size = self._samples[0]
+            if end is not None and end >= 0 and offset >= end:
+                break  # the next samples are in a later mdat
+            if end is not None and end >= 0 and offset + size > end:
+                raise self._corrupt("a sample overruns its media data box")
+            gap = offset - self._offset
+            if gap > 0:
+                n = min(gap, len(self._buf))
+                self._consume(n)
+                if n < gap:
+                    return False
+            if len(self._buf) < size:
+                return False
+            packets.append(bytes(self._buf[:size]))
+            self._consume(size)
+            self._samples.popleft()
+        if end is None or end < 0:
+            # an mdat running to the end of the stream with no samples due: nothing more is decodable
+            self._consume(len(self._buf))
+            return False
+        self._skip = end - self._offset
+        self._mdat_end = None
+        return True
+
+
+def _trun_samples(trun: bytes, base: int, previous_end: int, default_size: int) -> tuple[list[tuple[int, int]], int]:
+    """(stream offset, size) of a track run's samples, and where its data ends."""
+    (flags,) = _unpack(">I", trun, 0, "trun")
+    flags &= 0xFFFFFF
+    (count,) = _unpack(">I", trun, 4, "trun")
+    pos = 8
+    start = previous_end
+    if flags & _DATA_OFFSET:
+        (data_offset,) = _unpack(">i", trun, pos, "trun")
+        start = base + data_offset
+        pos += 4
+    pos += 4 if flags & _FIRST_SAMPLE_FLAGS else 0
+    fields = [bit for bit in (_SAMPLE_DURATION, _SAMPLE_SIZE, _SAMPLE_FLAGS, _SAMPLE_CTS) if flags & bit]
+    if count * 4 * len(fields) > len(trun) - pos:
+        raise StreamDecodeError(f"corrupt MP4 trun: {count} samples do not fit")
+    size_field = fields.index(_SAMPLE_SIZE) if _SAMPLE_SIZE in fields else None
+    samples = []
+    offset = start
+    for i in range(count):
+        size = default_size
+        if size_field is not None:
+            (size,) = struct.unpack_from(">I", trun, pos + 4 * (i * len(fields) + size_field))
+        samples.append((offset, size))
+        offset += size
+    return samples, offset
+
+
+def _mp4_codec(kind: bytes, entry: bytes) -> tuple[str, bytes]:
+    """(PyAV decoder, extradata) of an audio sample entry (``mp4a`` with AAC or MP3, ``Opus``)."""
+    # AudioSampleEntry: 8 bytes of SampleEntry, then 20 (QuickTime sound description v1: 36, v2: 56)
+    (version,) = _unpack(">H", entry, 8, "sample entry")
+    children = entry[{0: 28, 1: 44, 2: 64}.get(version, 28) :]
+    if kind == b"mp4a":
+        esds = _mp4_child(children, b"esds", "sample entry")
+        wave = _mp4_child(children, b"wave", "sample entry") if esds is None else None
+        if wave is not None:  # QuickTime puts esds inside a wave box
+            esds = _mp4_child(wave, b"esds", "wave")
+        if esds is None:
+            raise StreamDecodeError("corrupt MP4 track: mp4a without esds")
+        return _esds_codec(esds)
+    if kind == b"Opus":
+        dops = _mp4_child(children, b"dOps", "sample entry")
+        if dops is None:
+            raise StreamDecodeError("corrupt MP4 track: Opus without dOps")
+        return "opus", _opus_head(dops)
+    raise StreamDecodeError(f"unsupported MP4 audio codec {kind.decode('ascii', 'replace')!r} (AAC or Opus expected)")
+
+
+def _descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, body start, body end) of an MPEG-4 descriptor at ``pos``."""
+    tag, length, pos = data[pos], 0, pos + 1
+    for _ in range(4):
+        byte = data[pos]
+        pos += 1
+        length = (length << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    return tag, pos, pos + length
+
+
+def _esds_codec(esds: bytes) -> tuple[str, bytes]:
+    """Decoder and AudioSpecificConfig from an ``esds`` (ES_Descriptor > DecoderConfigDescriptor)."""
+    try:
+        tag, pos, end = _descriptor(esds, 4)
+        if tag != 0x03:
+            raise StreamDecodeError("corrupt MP4 esds: no ES descriptor")
+        flags = esds[pos + 2]
+        pos += 3
+        pos += 2 if flags & 0x80 else 0
+        pos += 1 + esds[pos] if flags & 0x40 else 0
+        pos += 2 if flags & 0x20 else 0
+        tag, pos, end = _descriptor(esds, pos)
+        if tag != 0x04:
+            raise StreamDecodeError("corrupt MP4 esds: no decoder configuration")
+        object_type = esds[pos]
+        extradata = b""
+        if pos + 13 < end:
+            tag, start, stop = _descriptor(esds, pos + 13)
+            extradata = esds[start:stop] if tag == 0x05 else b""
+    except IndexError as exc:
+        raise StreamDecodeError("corrupt MP4 esds: too short") from exc
+    if object_type in _AAC_OBJECT_TYPES:
+        if not extradata:
+            raise StreamDecodeError("corrupt MP4 esds: AAC without its AudioSpecificConfig")
+        return "aac", extradata
+    if object_type in _MP3_OBJECT_TYPES:
+        return "mp3", b""
+    raise StreamDecodeError(f"unsupported MP4 audio object type 0x{object_type:02X} (AAC expected)")
+
+
+def _opus_head(dops: bytes) -> bytes:
+    """The Ogg ``OpusHead`` packet (libopus's extradata) from an MP4 ``dOps`` box (big-endian fields)."""
+    if len(dops) < 11:
+        raise StreamDecodeError("corrupt MP4 dOps: too short")
+    channels, pre_skip, rate, gain, family = struct.unpack_from(">BHIhB", dops, 1)
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, pre_skip, rate, gain, family) + dops[11:]

@@ -12,7 +12,8 @@ server answers with HTTP 403); bad parameters
 
 Then ``{"type": "config", "useAudioWorklet": <pcm_input>, "mode": <mode>}``, then transcript updates,
 each sent only when it differs from the previous one.  Audio: binary frames of a browser MediaRecorder
-WebM/Opus (or Ogg/Opus) stream decoded incrementally (``audio.stream``), or raw s16le 16 kHz mono with
+WebM/Opus (or Ogg/Opus, or Safari's fragmented MP4 with AAC or Opus) stream decoded incrementally
+(``audio.stream``; the container is recognised from the first bytes), or raw s16le 16 kHz mono with
 ``--pcm-input``.  An empty binary frame ends the audio: every pending final is produced, the last update
 is sent, then ``{"type": "ready_to_stop"}``.
 
@@ -36,13 +37,21 @@ every later one is::
      "remaining_time_transcription": ..., "remaining_time_diarization": ...}
 
 ``seq`` increases by one per message.  A client holding the previous ``lines`` applies it as
-:func:`apply_diff` does: drop ``lines_pruned`` lines from the front (always 0 today; lines are kept),
-truncate to ``n_lines - len(new_lines)`` (a provisional line can disappear when its utterance turns out
-to be empty), replace ``lines[index]`` for each ``replaced_lines`` entry (indices after pruning), append
-``new_lines``; the result has ``n_lines`` lines and equals the full-mode ``lines``.  Unlike the reference
-implementation, a line that changed in place is never re-sent inside ``new_lines``, so a client that only
-appends does not duplicate lines; it just misses in-place corrections (and removed provisional lines).
+:func:`apply_diff` does: drop ``lines_pruned`` lines from the front (lines the server no longer keeps,
+see below), truncate to ``n_lines - len(new_lines)`` (a provisional line can disappear when its
+utterance turns out to be empty), replace ``lines[index]`` for each ``replaced_lines`` entry (indices
+after pruning), append ``new_lines``; the result has ``n_lines`` lines and equals the full-mode
+``lines``.  Unlike the reference implementation, a line that changed in place is never re-sent inside
+``new_lines``, so a client that only appends does not duplicate lines; it just misses in-place
+corrections (and removed provisional lines).
 With ``language=auto`` each final line also carries ``detected_language``.
+
+Bounded lines.  A session may run for hours, so the server keeps only the newest ``asr_max_lines``
+(setting, default ``DEFAULT_MAX_LINES``) fixed lines; older ones are pruned from the front, and the
+full-mode ``lines`` are those kept (plus the provisional line).  Sessions with fewer lines are not
+affected.  Diff mode states each pruning as ``lines_pruned`` (lines of the client's previous list that
+are gone), so :func:`apply_diff` still reproduces the full-mode ``lines`` exactly; a client that wants
+the whole transcript keeps the lines it is told to drop.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +96,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
+DEFAULT_MAX_LINES = 1000  # fixed lines kept per session (Settings.asr_max_lines); older ones are pruned
 SILENCE_LINE_S = 5.0  # silences at least this long get their own speaker -2 line, as in WhisperLiveKit
 CLOSE_BAD_PARAMS = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -157,6 +168,7 @@ class TranscriptState:
     """What the client should currently see, built from LiveSession events."""
 
     report_language: bool = False
+    max_lines: int = DEFAULT_MAX_LINES  # fixed lines kept; the oldest beyond this are pruned
     lines: list[dict[str, Any]] = field(default_factory=list)  # fixed lines (finals, silences), by start
     _starts: list[float] = field(default_factory=list)  # numeric start of each fixed line
     in_speech: bool = False
@@ -170,6 +182,9 @@ class TranscriptState:
     _ids: list[int | None] = field(default_factory=list)  # utterance id of each fixed line (None: silence)
     translations: dict[int, str] = field(default_factory=dict)
     pending_translation: dict[int, str] = field(default_factory=dict)  # utterance id -> text, in order
+    _keys: list[int] = field(default_factory=list)  # identity of each fixed line (insertion serial), for diffs
+    _serial: int = 0
+    pruned: int = 0  # fixed lines dropped so far
 
     def apply(self, event: Event, now: float) -> None:
         """Fold one event in; ``now`` is the session's audio clock (end of a provisional line)."""
@@ -225,6 +240,20 @@ class TranscriptState:
         self._starts.insert(index, start)
         self.lines.insert(index, line)
         self._ids.insert(index, utterance_id)
+        self._serial += 1
+        self._keys.insert(index, self._serial)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Bounded memory: drop the oldest fixed lines beyond ``max_lines`` (and their translations)."""
+        excess = len(self.lines) - max(1, self.max_lines)
+        if excess <= 0:
+            return
+        for utterance_id in self._ids[:excess]:
+            if utterance_id is not None:
+                self.translations.pop(utterance_id, None)
+        del self.lines[:excess], self._starts[:excess], self._ids[:excess], self._keys[:excess]
+        self.pruned += excess
 
     def translation_requested(self, utterance_id: int, text: str) -> None:
         self.pending_translation[utterance_id] = text
@@ -245,18 +274,10 @@ class TranscriptState:
         for line, utterance_id in zip(lines, self._ids, strict=True):
             if utterance_id is not None and utterance_id in self.translations:
                 line["translation"] = self.translations[utterance_id]
-        buffer = ""
-        if self.open is not None:
-            if self.open.committed:
-                lines.append(
-                    {
-                        "speaker": 1,
-                        "text": self.open.committed,
-                        "start": format_time(self.open.start),
-                        "end": format_time(self.open.end),
-                    }
-                )
-            buffer = self.open.tail
+        provisional = self._provisional_line()
+        if provisional is not None:
+            lines.append(provisional)
+        buffer = self.open.tail if self.open is not None else ""
         status = "active_transcription" if self.heard else "no_audio_detected"
         message: dict[str, Any] = {"status": status}
         if self.error is not None:
@@ -270,6 +291,24 @@ class TranscriptState:
             remaining_time_diarization=0.0,
         )
         return message
+
+    def line_keys(self) -> list[int | None]:
+        """Identity of each line of :meth:`update` (``None``: the provisional line), for :class:`DiffEncoder`."""
+        keys: list[int | None] = list(self._keys)
+        if self._provisional_line() is not None:
+            keys.append(None)
+        return keys
+
+    def _provisional_line(self) -> dict[str, Any] | None:
+        """The open utterance's committed text as a line that grows in place (None when there is none)."""
+        if self.open is None or not self.open.committed:
+            return None
+        return {
+            "speaker": 1,
+            "text": self.open.committed,
+            "start": format_time(self.open.start),
+            "end": format_time(self.open.end),
+        }
 
     def sent(self) -> None:
         """A transient (non-fatal) error is shown in one update only."""
@@ -291,25 +330,46 @@ class DiffEncoder:
     def __init__(self) -> None:
         self.seq = 0
         self._lines: list[dict[str, Any]] | None = None
+        self._keys: list[Hashable | None] = []
 
-    def encode(self, update: dict[str, Any]) -> dict[str, Any]:
+    def encode(self, update: dict[str, Any], keys: Sequence[Hashable | None] | None = None) -> dict[str, Any]:
+        """The message for ``update``; ``keys`` (:meth:`TranscriptState.line_keys`) identify its lines.
+
+        Pruned lines are found by identity, not by content: without keys nothing counts as pruned and
+        the diff still applies, only less compactly (lines shifted by a pruning are sent as replaced).
+        """
         self.seq += 1
         lines: list[dict[str, Any]] = update["lines"]
         previous, self._lines = self._lines, [dict(line) for line in lines]
+        previous_keys, self._keys = self._keys, list(keys) if keys is not None else [None] * len(lines)
         if previous is None:
             return {"type": "snapshot", "seq": self.seq, **update}
-        common = min(len(previous), len(lines))
-        replaced = [{"index": i, "line": lines[i]} for i in range(common) if previous[i] != lines[i]]
+        pruned = _pruned(previous_keys, self._keys)
+        kept = previous[pruned:]
+        common = min(len(kept), len(lines))
+        replaced = [{"index": i, "line": lines[i]} for i in range(common) if kept[i] != lines[i]]
         rest = {key: value for key, value in update.items() if key != "lines"}
         return {
             "type": "diff",
             "seq": self.seq,
             "n_lines": len(lines),
-            "lines_pruned": 0,
+            "lines_pruned": pruned,
             "replaced_lines": replaced,
-            "new_lines": lines[len(previous) :],
+            "new_lines": lines[len(kept) :],
             **rest,
         }
+
+
+def _pruned(previous: list[Hashable | None], current: list[Hashable | None]) -> int:
+    """How many of the previous lines, from the front, are gone (pruned): fixed lines are only ever
+    removed that way, so the leading run of previous keys missing from ``current`` is exactly that."""
+    present = {key for key in current if key is not None}
+    count = 0
+    for key in previous:
+        if key is None or key in present:
+            break
+        count += 1
+    return count
 
 
 def apply_diff(lines: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -363,7 +423,7 @@ class _Connection:
         self.settings = settings
         self.params = params
         self.pcm = settings.pcm_input
-        self.state = TranscriptState(report_language=params.language is None)
+        self.state = TranscriptState(report_language=params.language is None, max_lines=settings.asr_max_lines)
         self.diff = DiffEncoder() if params.mode == "diff" else None
         self.decoder = StreamDecoder()
         self._odd_byte = b""
@@ -441,7 +501,7 @@ class _Connection:
             if tail.size:
                 await session.push(tail, SAMPLE_RATE)
             if self.decoder.truncated:
-                self.state.set_error("the audio stream was truncated: it ended inside a WebM/Ogg block")
+                self.state.set_error(self.decoder.truncation)
         await session.flush()
         await forwarder
         await self._wait_for_translations()
@@ -556,8 +616,9 @@ class _Connection:
         if update == self._last_update:
             return
         self._last_update = update
+        keys = self.state.line_keys()
         self.state.sent()
-        await self._send(self.diff.encode(update) if self.diff is not None else update)
+        await self._send(self.diff.encode(update, keys) if self.diff is not None else update)
 
     async def _send(self, message: dict[str, Any]) -> None:
         async with self._send_lock:

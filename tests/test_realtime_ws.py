@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
+from openai.types.beta.realtime import ConversationItemCreatedEvent as BetaItemCreated
+from openai.types.beta.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent as BetaCompleted,
+)
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
 from websockets.asyncio.client import connect
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
@@ -29,6 +35,8 @@ from hearline.server.realtime_ws import G711_TABLES
 from tests.helpers import ServerThread, clip, running_server, wer
 
 PATH = "/v1/realtime?intent=transcription"
+LOGPROBS = "item.input_audio_transcription.logprobs"
+GA_SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)  # the SDK's validating GA event union
 TWO_CLIPS = ("en_ljspeech_LJ001-0001", "en_ljspeech_LJ001-0004")
 MANUAL_CLIP = "en_ljspeech_LJ001-0004"
 
@@ -202,9 +210,105 @@ async def test_beta_sdk_manual_commit_then_g711(server: ServerThread) -> None:
     manual = [e for e in events[: events.index(of_type(events, "transcription.completed")[0]) + 1]]
     assert not of_type(manual, "speech_started") and not of_type(manual, "speech_stopped")
     check_item_sequences(manual, vad=False)
+    # beta shape: each committed item is announced by conversation.item.created (no GA added/done), and
+    # without `include` no logprobs; the events validate against the SDK's beta types
+    assert not of_type(events, "conversation.item.added") and not of_type(events, "conversation.item.done")
+    for committed in of_type(events, "input_audio_buffer.committed"):
+        created = events[events.index(committed) + 1]
+        BetaItemCreated.model_validate(created)
+        assert created["type"] == "conversation.item.created" and created["item"]["id"] == committed["item_id"]
+        assert created["previous_item_id"] == committed["previous_item_id"]
+        assert created["item"]["role"] == "user" and created["item"]["content"][0]["type"] == "input_audio"
+    for completed in of_type(events, "transcription.completed"):
+        BetaCompleted.model_validate(completed)
+        assert "logprobs" not in completed and completed["usage"]["type"] == "duration"
     first = of_type(manual, "transcription.completed")[0]["transcript"]
     # measured 0.14 for the clip as one utterance (offline PocketSphinx: 0.14)
     assert wer(reference(MANUAL_CLIP), first) <= 0.3, first
+
+
+def item_events(events: list[dict[str, Any]], item: str) -> list[dict[str, Any]]:
+    """The events about one item: those naming it by ``item_id`` and the item events carrying it."""
+    return [e for e in events if e.get("item_id") == item or e.get("item", {}).get("id") == item]
+
+
+def check_logprobs(logprobs: list[dict[str, Any]], text: str) -> None:
+    """One ``{token, logprob, bytes}`` per word of ``text`` (a leading word may be cut by the text)."""
+    tokens = [entry["token"] for entry in logprobs]
+    assert " ".join(t.strip() for t in tokens).endswith(text.strip()), (tokens, text)
+    assert len(tokens) == len(text.split()), (tokens, text)
+    for entry in logprobs:
+        assert entry["logprob"] <= 0.0 and entry["bytes"] == list(entry["token"].encode("utf-8"))
+
+
+async def test_ga_item_events_and_logprobs_validate_against_the_sdk_types(server: ServerThread) -> None:
+    """GA shape with ``include: [logprobs]``: committed -> conversation.item.added -> completed (with
+    logprobs and usage) -> conversation.item.done carrying the transcript; every server event parses
+    with the SDK's own (validating) GA event union."""
+    events: list[dict[str, Any]] = []
+    session = {"type": "transcription", "include": [LOGPROBS], "audio": {"input": {
+        "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}}  # fmt: skip
+    async with connect(server.ws_url + PATH) as ws:
+        await drain(ws, lambda e: e["type"] == "session.created", events)
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
+        await drain(ws, lambda e: e["type"] == "session.updated", events)
+        assert events[-1]["session"]["include"] == [LOGPROBS]
+        for chunk in pcm24_chunks(TWO_CLIPS):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        await drain(ws, lambda _: len(of_type(events, "conversation.item.done")) >= 2, events)
+    parsed = [GA_SERVER_EVENT.validate_python(e) for e in events]
+    assert [p.type for p in parsed] == [e["type"] for e in events]
+    assert not of_type(events, "conversation.item.created")  # that is the beta shape
+    items = check_item_sequences([e for e in events if "item" not in e], vad=True)
+    assert len(items) == 2
+    previous = None
+    for item in items:
+        mine = [e for e in item_events(events, item) if not e["type"].endswith("delta")]
+        assert [e["type"].rsplit(".", 1)[-1] for e in mine] == [
+            "speech_started", "speech_stopped", "committed", "added", "completed", "done"]  # fmt: skip
+        _, _, committed, added, completed, done = mine
+        assert added["previous_item_id"] == done["previous_item_id"] == committed["previous_item_id"] == previous
+        previous = item
+        assert added["item"]["role"] == "user" and added["item"]["status"] == "completed"
+        assert added["item"]["content"] == [{"type": "input_audio", "transcript": None}]
+        assert done["item"]["content"] == [{"type": "input_audio", "transcript": completed["transcript"]}]
+        assert completed["usage"]["type"] == "duration" and 1.0 < completed["usage"]["seconds"] < 12.0
+        assert completed["transcript"]
+        # (the bundled PocketSphinx reports every word with probability 1, so these are all 0.0; the
+        # tiny Whisper test below checks real probabilities)
+        check_logprobs(completed["logprobs"], completed["transcript"])
+        for delta in of_type(item_events(events, item), "delta"):
+            if "logprobs" in delta:  # the delta that closes the item: its own words
+                check_logprobs(delta["logprobs"], delta["delta"])
+    transcript = " ".join(e["transcript"] for e in of_type(events, "transcription.completed"))
+    assert wer(reference(*TWO_CLIPS), transcript) <= 0.15, transcript
+
+
+async def test_logprobs_carry_the_engines_word_probabilities(tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    """A re-decoding engine with real word probabilities (the tiny random-weight Whisper: gibberish text,
+    genuine probabilities): ``completed`` has one negative-or-zero logprob per word, in the text's order."""
+    settings = Settings.load(model_dir=tmp_path / "models", model=str(tiny_whisper_dir), threads=1)
+    events: list[dict[str, Any]] = []
+    session = {"type": "transcription", "include": [LOGPROBS],
+               "audio": {"input": {"transcription": {"language": "en"}, "turn_detection": None}}}  # fmt: skip
+    with running_server(settings) as tiny:
+        async with connect(tiny.ws_url + PATH) as ws:
+            await drain(ws, lambda e: e["type"] == "session.created", events)
+            await ws.send(json.dumps({"type": "session.update", "session": session}))
+            for chunk in pcm24_chunks(("en_pocketsphinx_goforward",), gap_s=0.3):
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await ws.send('{"type": "input_audio_buffer.commit"}')
+            await drain(ws, lambda e: e["type"] == "conversation.item.done", events)
+    for event in events:
+        GA_SERVER_EVENT.validate_python(event)
+    (completed,) = of_type(events, "transcription.completed")
+    logprobs = completed["logprobs"]
+    assert completed["transcript"] and logprobs
+    assert "".join(entry["token"] for entry in logprobs).strip() == completed["transcript"].strip()
+    assert all(entry["logprob"] <= 0.0 for entry in logprobs)
+    assert any(entry["logprob"] < 0.0 for entry in logprobs)
+    assert all(entry["bytes"] == list(entry["token"].encode("utf-8")) for entry in logprobs)
 
 
 async def test_three_concurrent_sessions_get_only_their_own_words(server: ServerThread) -> None:
@@ -308,6 +412,10 @@ async def test_every_bad_input_gets_an_error_event_and_the_session_goes_on(serve
                      "session": {"input_audio_transcription": {"model": "no-such-model"}}}),
          "model_not_found", "session.input_audio_transcription.model"),
         (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "invalid_value", "session.type"),
+        (json.dumps({"type": "session.update", "session": {"type": "transcription", "include": ["item.nope"]}}),
+         "invalid_value", "session.include"),
+        (json.dumps({"type": "transcription_session.update", "session": {"include": "logprobs"}}),
+         "invalid_type", "session.include"),
         (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
             "format": {"type": "audio/opus"}}}}}), "invalid_value", "session.audio.input.format.type"),
     ]  # fmt: skip

@@ -9,10 +9,12 @@ typed clients declare them as required floats and lists.
 from __future__ import annotations
 
 import math
+import sys
 import zlib
+from collections.abc import Iterable
 from typing import Any, Literal
 
-from hearline.engines.base import Segment, Task, Transcript
+from hearline.engines.base import Segment, Task, Transcript, Word
 from hearline.languages import full_name
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
@@ -26,6 +28,8 @@ MEDIA_TYPES: dict[str, str] = {
     "vtt": "text/vtt; charset=utf-8",
 }
 
+MIN_LOGPROB = math.log(sys.float_info.min)  # log of a zero probability, kept finite for JSON
+
 #: file name extension for each format (``hearline transcribe --output``)
 EXTENSIONS: dict[str, str] = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
 
@@ -35,17 +39,34 @@ def usage(transcript: Transcript) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(transcript.duration)}
 
 
+def word_logprobs(words: Iterable[Word]) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs`` list (``{token, logprob, bytes}``), one entry per word.
+
+    The engines give word probabilities, not token ones, so a word stands in for a token; the REST API
+    and the Realtime transcription events share this so both report the same numbers.  A word without a
+    probability gets 0.0 (no information), a probability of 0 the smallest finite log instead of -inf,
+    which JSON cannot carry.
+    """
+    return [
+        {
+            "token": word.word,
+            "logprob": _logprob(word.probability),
+            "bytes": list(word.word.encode("utf-8")),
+        }
+        for word in words
+    ]
+
+
+def _logprob(probability: float | None) -> float:
+    if probability is None:
+        return 0.0
+    return math.log(probability) if probability > 0 else MIN_LOGPROB
+
+
 def to_json(transcript: Transcript, logprobs: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"text": transcript.text}
     if logprobs:
-        body["logprobs"] = [
-            {
-                "token": word.word,
-                "logprob": math.log(word.probability) if word.probability else 0.0,
-                "bytes": list(word.word.encode("utf-8")),
-            }
-            for word in transcript.words
-        ]
+        body["logprobs"] = word_logprobs(transcript.words)
     body["usage"] = usage(transcript)
     return body
 

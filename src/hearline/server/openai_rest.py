@@ -415,7 +415,7 @@ async def _stream(pool: ModelPool, engine: Engine, audio: Any, req: AudioRequest
             "duration": round(item.duration, 3),
         }
         if req.logprobs:
-            done["logprobs"] = formats.to_json(item, logprobs=True)["logprobs"]
+            done["logprobs"] = formats.word_logprobs(item.words)
         yield _sse(done)
         yield _sse("[DONE]")
 

@@ -21,6 +21,16 @@ Mapping choices worth knowing when reading a client log:
 - A client ``commit`` of audio in which no utterance has been reported yet is tied to the first
   utterance that starts before the commit point; if none does (server VAD heard no speech), the item
   completes with ``""`` once that is known: when a later utterance starts or the stream is replaced.
+- Every commit (client or server) is followed by the user item it adds: ``conversation.item.created``
+  when the client speaks the beta shape, ``conversation.item.added`` in the GA shape, whose
+  ``conversation.item.done`` (the item with its transcript) follows ``...completed`` or ``...failed``
+  -- GA clients that track items by added/done see each one finished.  The shape is the one of the
+  client's last session update (before any: ``OpenAI-Beta: realtime=v1`` or not).
+- ``...completed`` carries ``usage`` (``duration``: the utterance's seconds), which the SDK's types
+  require.  With ``include: ["item.input_audio_transcription.logprobs"]`` it also carries ``logprobs``,
+  one entry per word from the engine's word probabilities (the same numbers as the REST API's), and so
+  does the delta that closes an item; deltas from partials have none, since partial hypotheses carry
+  no word probabilities.
 - A configuration change that alters how audio is segmented (turn detection, model, language,
   prompt, sample rate) ends the current stream: its pending finals are delivered, and the next
   audio starts a new :class:`LiveSession` whose clock continues where the old one stopped.
@@ -46,8 +56,9 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from hearline import formats
 from hearline.audio.decode import AudioDecodeError
-from hearline.engines.base import EngineError, UnsupportedOption
+from hearline.engines.base import EngineError, UnsupportedOption, Word
 from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial, Silence, SpeechStarted
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
@@ -68,6 +79,8 @@ UNSUPPORTED_EVENTS = {
     "response.create", "response.cancel", "conversation.item.create", "conversation.item.delete",
     "conversation.item.truncate", "conversation.item.retrieve", "output_audio_buffer.clear",
 }  # fmt: skip
+LOGPROBS_INCLUDE = "item.input_audio_transcription.logprobs"
+INCLUDES = (LOGPROBS_INCLUDE,)
 CLIENT_EVENTS = (
     "transcription_session.update, session.update, input_audio_buffer.append, "
     "input_audio_buffer.commit, input_audio_buffer.clear"
@@ -115,6 +128,11 @@ class SessionConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     noise_reduction: dict[str, Any] | None = None
     include: list[str] | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        """The client asked for ``logprobs`` on transcription deltas and completions."""
+        return LOGPROBS_INCLUDE in (self.include or ())
 
     def transcription_view(self, default_model: str) -> dict[str, Any]:
         return {"model": self.model or default_model, "language": self.language, "prompt": self.prompt or ""}
@@ -220,6 +238,22 @@ def _apply_transcription(config: SessionConfig, value: Any, param: str) -> Sessi
     return dataclasses.replace(config, **changes)
 
 
+def _parse_include(value: Any, param: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RealtimeError(f"Invalid type for '{param}': expected an array of strings.", code="invalid_type",
+                            param=param)  # fmt: skip
+    for entry in value:
+        if entry not in INCLUDES:
+            raise RealtimeError(
+                f"Invalid value: '{entry}'. Supported values are: {', '.join(repr(i) for i in INCLUDES)}.",
+                code="invalid_value",
+                param=param,
+            )
+    return list(value)
+
+
 def _apply_noise(config: SessionConfig, value: Any, param: str) -> SessionConfig:
     # Accepted and echoed; the live pipeline's VAD already ignores background noise.
     return dataclasses.replace(config, noise_reduction=None if value is None else _obj(value, param))
@@ -244,7 +278,7 @@ def apply_beta_update(config: SessionConfig, session: dict[str, Any], silence_de
     if "input_audio_noise_reduction" in session:
         config = _apply_noise(config, session["input_audio_noise_reduction"], "session.input_audio_noise_reduction")
     if "include" in session:
-        config = dataclasses.replace(config, include=session["include"])
+        config = dataclasses.replace(config, include=_parse_include(session["include"], "session.include"))
     return config
 
 
@@ -273,7 +307,7 @@ def apply_ga_update(config: SessionConfig, session: dict[str, Any], silence_defa
     if "noise_reduction" in audio_input:
         config = _apply_noise(config, audio_input["noise_reduction"], "session.audio.input.noise_reduction")
     if "include" in session:
-        config = dataclasses.replace(config, include=session["include"])
+        config = dataclasses.replace(config, include=_parse_include(session["include"], "session.include"))
     return config
 
 
@@ -358,11 +392,16 @@ class RealtimeConnection:
         # items
         self.open_item: str | None = None  # item collecting audio now, not yet committed
         self.utt_items: dict[tuple[int, int], str] = {}  # (stream number, utterance id) -> item
-        self.pending_commits: deque[tuple[str, float]] = deque()  # (item, clock ms) committed before any utterance
+        # (item, clock ms, committed ms) committed before any utterance
+        self.pending_commits: deque[tuple[str, float, float]] = deque()
         self.committed: set[str] = set()  # committed, transcript not sent yet
         self.discarded: set[tuple[int, int]] = set()
         self.sent_text: dict[str, str] = {}
         self.last_committed: str | None = None
+        self.item_previous: dict[str, str | None] = {}  # committed item -> its previous item, until done
+        # conversation item events in the GA shape (added/done) or the beta one (created): as the client
+        # spoke last (its connection headers, then the shape of its last session update)
+        self.ga_shape = not self.beta
         self.stream_no = 0
         self.start_failed = False  # the live session could not start with this configuration
         self.closed = False
@@ -490,6 +529,7 @@ class RealtimeConnection:
             session = _obj(event.get("session", {}), "session")
             new = apply_beta_update(self.config, session, self.settings.vad_silence_ms)
             await self._reconfigure(new)
+            self.ga_shape = False
             await self.send("transcription_session.updated", session=self._session_view(True))
         elif kind == "session.update":
             session = _obj(event.get("session", {}), "session")
@@ -507,6 +547,7 @@ class RealtimeConnection:
                 new = apply_ga_update(self.config, session, self.settings.vad_silence_ms)
                 beta_shape = False
             await self._reconfigure(new)
+            self.ga_shape = not beta_shape
             await self.send("session.updated", session=self._session_view(beta_shape))
         elif kind == "input_audio_buffer.append":
             await self._append(event)
@@ -586,11 +627,10 @@ class RealtimeConnection:
             # No utterance reported yet for this audio: the session may still be analysing it.  The
             # first utterance that starts before this point is this item (see _item_for).
             item = _new_id("item")
-            self.pending_commits.append((item, self.clock_ms))
+            self.pending_commits.append((item, self.clock_ms, self.buffer_ms))
         self.buffer_ms = 0.0
         self.committed.add(item)
-        previous, self.last_committed = self.last_committed, item
-        await self.send("input_audio_buffer.committed", item_id=item, previous_item_id=previous)
+        await self._send_committed(item)
         if self.stream is not None:
             self.stream.live.end_utterance()
 
@@ -672,11 +712,9 @@ class RealtimeConnection:
     async def _complete_empty_commits(self, before_ms: float) -> None:
         """Commits that covered no speech (no utterance began before them) are completed with ``""``."""
         while self.pending_commits and self.pending_commits[0][1] <= before_ms:
-            item, _ = self.pending_commits.popleft()
+            item, _, committed_ms = self.pending_commits.popleft()
             self.committed.discard(item)
-            await self.send(
-                "conversation.item.input_audio_transcription.completed", item_id=item, content_index=0, transcript=""
-            )
+            await self._send_completed(item, "", committed_ms / 1000, [])
 
     async def _item_for(self, key: tuple[int, int], start_ms: float) -> tuple[str | None, bool]:
         """(item of an utterance, whether it is new), tying a first-seen utterance to its commit if any."""
@@ -688,7 +726,7 @@ class RealtimeConnection:
         # The session clock trails the client's by the resampler delay: allow a few ms.
         await self._complete_empty_commits(start_ms + CLOCK_SLACK_MS)
         if self.pending_commits:
-            item, _ = self.pending_commits.popleft()
+            item, _, _ = self.pending_commits.popleft()
             self.utt_items[key] = item
             return item, False
         item = self.open_item = _new_id("item")
@@ -717,8 +755,47 @@ class RealtimeConnection:
         self.committed.add(item)
         if self.config.turn_detection is not None:
             await self.send("input_audio_buffer.speech_stopped", audio_end_ms=round(end_ms), item_id=item)
+        await self._send_committed(item)
+
+    async def _send_committed(self, item: str) -> None:
+        """``input_audio_buffer.committed``, then the user item it adds to the conversation.
+
+        GA sends ``conversation.item.added`` now and ``conversation.item.done`` once the transcript is
+        known (see :meth:`_send_item_done`); beta sends ``conversation.item.created`` only.  The item has
+        no transcript yet: that arrives with ``...completed`` and, in GA, in the ``done`` item.
+        """
         previous, self.last_committed = self.last_committed, item
         await self.send("input_audio_buffer.committed", item_id=item, previous_item_id=previous)
+        self.item_previous[item] = previous
+        kind = "conversation.item.added" if self.ga_shape else "conversation.item.created"
+        await self.send(kind, previous_item_id=previous, item=_user_item(item, None))
+
+    async def _send_item_done(self, item: str, transcript: str | None) -> None:
+        """GA: a committed item is final once its transcription completed (or failed)."""
+        if item not in self.item_previous:
+            return  # never committed (its stream failed first): no item was added
+        previous = self.item_previous.pop(item)
+        if self.ga_shape:
+            await self.send("conversation.item.done", previous_item_id=previous, item=_user_item(item, transcript))
+
+    async def _send_delta(self, item: str, delta: str, words: list[Word] | None) -> None:
+        """A transcription delta; ``words`` (when the engine gave them for this text) carry the logprobs."""
+        payload: dict[str, Any] = {"item_id": item, "content_index": 0, "delta": delta}
+        if self.config.logprobs and words is not None:
+            payload["logprobs"] = formats.word_logprobs(words)
+        await self.send("conversation.item.input_audio_transcription.delta", **payload)
+
+    async def _send_completed(self, item: str, transcript: str, seconds: float, words: list[Word]) -> None:
+        payload: dict[str, Any] = {
+            "item_id": item,
+            "content_index": 0,
+            "transcript": transcript,
+            "usage": {"type": "duration", "seconds": round(max(0.0, seconds), 3)},
+        }
+        if self.config.logprobs:
+            payload["logprobs"] = formats.word_logprobs(words)
+        await self.send("conversation.item.input_audio_transcription.completed", **payload)
+        await self._send_item_done(item, transcript)
 
     def _take_delta(self, item: str, text: str) -> str:
         sent = self.sent_text.get(item, "")
@@ -733,9 +810,9 @@ class RealtimeConnection:
             return
         delta = self._take_delta(item, event.text)
         if delta:
-            await self.send(
-                "conversation.item.input_audio_transcription.delta", item_id=item, content_index=0, delta=delta
-            )
+            # a Partial carries no word probabilities: its deltas have no logprobs (the closing delta
+            # and ``completed`` do)
+            await self._send_delta(item, delta, None)
 
     async def _on_final(self, stream_no: int, event: Final, offset: float) -> None:
         key = (stream_no, event.utterance_id)
@@ -750,18 +827,12 @@ class RealtimeConnection:
         if self.open_item == item:
             self.open_item = None
         self.committed.discard(item)
+        sent = self.sent_text.get(item, "")
         delta = self._take_delta(item, event.text)
         self.sent_text.pop(item, None)
         if delta:
-            await self.send(
-                "conversation.item.input_audio_transcription.delta", item_id=item, content_index=0, delta=delta
-            )
-        await self.send(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item,
-            content_index=0,
-            transcript=event.text,
-        )
+            await self._send_delta(item, delta, _unsent_words(event.words, sent, event.text))
+        await self._send_completed(item, event.text, event.end - event.start, event.words)
 
     async def _on_error(self, event: Error) -> None:
         if not event.fatal:
@@ -777,6 +848,7 @@ class RealtimeConnection:
                 error={"type": "transcription_error", "code": "transcription_failed", "message": event.message,
                        "param": None},
             )  # fmt: skip
+            await self._send_item_done(item, None)
         self.committed.clear()
         self.utt_items.clear()
         self.pending_commits.clear()
@@ -785,6 +857,31 @@ class RealtimeConnection:
         self.closed = True
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await self.ws.close(code=1011)
+
+
+def _user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
+    """The user message item of committed audio (the SDK's ``RealtimeConversationItemUserMessage``)."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
+
+
+def _unsent_words(words: list[Word], sent: str, text: str) -> list[Word]:
+    """The final's words past what the item's deltas already carried, for the closing delta's logprobs.
+
+    Counted in whitespace-separated words of the text (the engines' words match them one to one, except
+    for scripts written without spaces, where this is approximate); a word the last delta cut in two
+    counts as unsent.
+    """
+    done = len(sent.split())
+    if done and len(text) > len(sent) and not sent[-1].isspace() and not text[len(sent)].isspace():
+        done -= 1
+    return words[done:]
 
 
 def _registry(websocket: WebSocket) -> set[RealtimeConnection]:

@@ -1,8 +1,14 @@
-"""A local HTTP file server for download tests: Range support, request log, and transfers cut short on demand."""
+"""A local HTTP file server for download tests: Range support, request log, and transfers cut short on demand.
+
+:class:`HubServer` adds what ``huggingface_hub.snapshot_download`` asks a Hugging Face hub for, so hub
+downloads run for real against loopback (see its docstring).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
 import tarfile
 import threading
@@ -27,6 +33,11 @@ class FileServerState:
     requests: list[Request] = field(default_factory=list)
     cut: dict[str, int] = field(default_factory=dict)  # path -> bytes to send before dropping (next request only)
     delay_s: float = 0.0  # pause between 64 KiB chunks (to make concurrent downloads overlap)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> extra response headers
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> absolute URL answered with 302
+    broken: dict[str, int] = field(default_factory=dict)  # path -> status every GET gets (HEAD still works)
+    drop: set[str] = field(default_factory=set)  # paths whose every GET ends after the headers
+    missing_headers: dict[str, str] = field(default_factory=dict)  # extra headers on every 404
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gets(self, path: str) -> list[Request]:
@@ -41,18 +52,38 @@ def _handler(state: FileServerState) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
+        def do_HEAD(self) -> None:
+            self._answer(head=True)
+
         def do_GET(self) -> None:
+            self._answer(head=False)
+
+        def _simple(self, status: int, payload: bytes, headers: dict[str, str], head: bool) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(payload)
+
+        def _answer(self, head: bool) -> None:
             path = self.path.split("?", 1)[0]
             with state.lock:
-                state.requests.append(Request("GET", path, self.headers.get("Range")))
+                state.requests.append(Request("HEAD" if head else "GET", path, self.headers.get("Range")))
                 body = state.files.get(path)
-                cut = state.cut.pop(path, None)
+                extra = dict(state.headers.get(path, {}))
+                redirect = state.redirects.get(path)
+                broken = None if head else state.broken.get(path)
+                cut = None if head else state.cut.pop(path, 0 if path in state.drop else None)
+            if redirect is not None:
+                self._simple(302, b"", {**extra, "Location": redirect}, head)
+                return
             if body is None:
-                payload = b"not found"
-                self.send_response(404)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self._simple(404, b"not found", state.missing_headers, head)
+                return
+            if broken is not None:
+                self._simple(broken, b"server error", {}, head)
                 return
             start = 0
             match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
@@ -69,9 +100,13 @@ def _handler(state: FileServerState) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             chunk = body[start:]
+            for key, value in extra.items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(chunk)))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
+            if head:
+                return
             if cut is not None:
                 self.wfile.write(chunk[:cut])
                 self.wfile.flush()
@@ -96,9 +131,15 @@ class FileServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def add(self, path: str, body: bytes) -> str:
+    def add(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> str:
         self.state.files[path] = body
+        if headers:
+            self.state.headers[path] = dict(headers)
         return self.url + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @contextmanager
@@ -108,8 +149,88 @@ def file_server() -> Iterator[FileServer]:
     try:
         yield server
     finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
+        server.close()
+
+
+class HubServer(FileServer):
+    """A stand-in Hugging Face hub serving model repositories the way ``snapshot_download`` reads them.
+
+    What huggingface_hub 2.x asks for (and 0.x/1.x, which read ``siblings`` instead of the tree):
+
+    - ``GET /api/models/{repo}/revision/{rev}``: ``id``, ``sha`` (the commit) and ``siblings``;
+    - ``GET /api/models/{repo}/tree/{commit}?recursive=...``: one ``{type, path, size, oid[, lfs]}`` per file;
+    - ``HEAD /{repo}/resolve/{commit}/{file}``: ``X-Repo-Commit``, ``ETag`` and ``Content-Length``; for a
+      large (LFS) file a 302 to another origin (``cdn``) carrying ``X-Linked-Etag``/``X-Linked-Size``,
+      whose metadata huggingface_hub then uses without following the redirect;
+    - ``GET`` of the same URL (or the CDN location) for the bytes, with ``Range`` for resumption.
+
+    Unknown repositories answer 404 with ``X-Error-Code: RepoNotFound`` like the real hub.
+    """
+
+    def __init__(self, cdn: FileServer) -> None:
+        super().__init__()
+        self.cdn = cdn
+        self.state.missing_headers = {"X-Error-Code": "RepoNotFound"}
+
+    def add_repo(self, repo: str, files: dict[str, bytes], lfs: tuple[str, ...] = ("model.bin",)) -> str:
+        """Publish ``files`` as ``repo`` at ``main``; returns the commit hash."""
+        commit = hashlib.sha1(repo.encode() + b"".join(files[name] for name in sorted(files))).hexdigest()
+        info = {"id": repo, "modelId": repo, "sha": commit, "private": False,
+                "siblings": [{"rfilename": name} for name in files]}  # fmt: skip
+        tree = [self._tree_entry(name, data, name in lfs) for name, data in files.items()]
+        for revision in ("main", commit):
+            self.add(f"/api/models/{repo}/revision/{revision}", _json(info), {"Content-Type": "application/json"})
+            self.add(f"/api/models/{repo}/tree/{revision}", _json(tree), {"Content-Type": "application/json"})
+            for name, data in files.items():
+                self._add_file(repo, revision, commit, name, data, name in lfs)
+        return commit
+
+    @staticmethod
+    def _tree_entry(name: str, data: bytes, lfs: bool) -> dict[str, object]:
+        entry: dict[str, object] = {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
+        if lfs:
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        return entry
+
+    def _add_file(self, repo: str, revision: str, commit: str, name: str, data: bytes, lfs: bool) -> None:
+        path = f"/{repo}/resolve/{revision}/{name}"
+        if not lfs:
+            self.add(path, data, {"X-Repo-Commit": commit, "ETag": f'"{_git_blob_id(data)}"'})
+            return
+        sha256 = hashlib.sha256(data).hexdigest()
+        location = self.cdn.add(f"/lfs/{sha256}", data, {"ETag": f'"{sha256}"'})
+        self.state.redirects[path] = location
+        self.state.headers[path] = {
+            "X-Repo-Commit": commit,
+            "ETag": f'"{_git_blob_id(data)}"',
+            "X-Linked-Etag": f'"{sha256}"',
+            "X-Linked-Size": str(len(data)),
+        }
+
+    def lfs_path(self, data: bytes) -> str:
+        """The CDN path serving an LFS file's bytes (to cut or break its transfers)."""
+        return f"/lfs/{hashlib.sha256(data).hexdigest()}"
+
+
+@contextmanager
+def hub_server() -> Iterator[HubServer]:
+    """A hub and its CDN on two loopback ports (two origins, as huggingface.co and its LFS CDN are)."""
+    with file_server() as cdn:
+        hub = HubServer(cdn)
+        hub.thread.start()
+        try:
+            yield hub
+        finally:
+            hub.close()
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def _git_blob_id(data: bytes) -> str:
+    """The git object id of a file, which the hub reports as ``oid`` and as the ETag of small files."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def make_tar_bz2(files: dict[str, bytes]) -> bytes:

@@ -13,7 +13,7 @@ import yaml
 
 from hearline.config import Settings
 from tests.fileserver import FileServer, file_server, make_tar_bz2
-from tests.helpers import running_server
+from tests.helpers import clip, running_server
 
 SUBDIR = "sherpa-onnx-api-test"
 ARCHIVE = make_tar_bz2({f"{SUBDIR}/model.int8.onnx": b"m" * 200_000, f"{SUBDIR}/tokens.txt": b"<blk> 0\n"})
@@ -51,6 +51,12 @@ def test_sdk_lists_and_retrieves_models(tmp_path: Path, files: FileServer) -> No
         assert sv.model_extra["status"] == "available" and sv.model_extra["engine"] == "sherpa-onnx"
         assert sv.model_extra["languages"] == ["zh", "en", "ja", "ko", "yue"]
         assert models["ggml-tiny"].model_extra["size_bytes"] == 77691713
+        assert models["ggml-tiny"].model_extra["checksum"].startswith("sha1:")
+        assert sv.model_extra["checksum"] is None  # the sherpa-onnx archives publish none ...
+        assert sv.model_extra["verification"] == (  # ... and the object says what is checked instead
+            "no published checksum; the install checks that the archive holds model.int8.onnx, tokens.txt"
+        )
+        assert ps.model_extra["verification"] is None  # bundled: nothing to download
         assert models["api-test"].owned_by == "user"
 
         retrieved = client.models.retrieve("sensevoice.small")  # aliases resolve to the canonical id
@@ -110,3 +116,42 @@ def test_api_key_is_required_when_configured(tmp_path: Path, files: FileServer) 
             openai.OpenAI(base_url=server.url + "/v1", api_key="wrong").models.list()
         ids = [m.id for m in openai.OpenAI(base_url=server.url + "/v1", api_key="secret").models.list()]
         assert "pocketsphinx" in ids
+
+
+def _transcribe(client: openai.OpenAI, model: str) -> openai.APIStatusError:
+    audio = clip("en_pocketsphinx_goforward").path
+    with pytest.raises(openai.APIStatusError) as info:
+        client.audio.transcriptions.create(model=model, file=(audio.name, audio.read_bytes()))
+    body = info.value.response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return info.value
+
+
+def test_failed_auto_download_is_503_unknown_and_offline_are_404(
+    tmp_path: Path, files: FileServer, monkeypatch
+) -> None:
+    """A model the server knows but cannot fetch now is the server's problem (503); an unknown name, or a
+    missing model in offline mode, is the request's (404)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    settings = _settings(tmp_path, files.url + "/moved-away.tar.bz2")  # the archive answers 404
+    with running_server(settings) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        failed = _transcribe(client, "api-test")
+        assert failed.status_code == 503
+        error = failed.response.json()["error"]
+        assert error["code"] == "model_unavailable" and error["type"] == "server_error" and error["param"] == "model"
+        assert "downloading it failed" in error["message"] and "HTTP 404" in error["message"]
+        assert "hearline models pull api-test" in error["message"]
+        assert len(files.state.gets("/moved-away.tar.bz2")) == 1
+
+        unknown = _transcribe(client, "no-such-model")
+        assert unknown.status_code == 404 and unknown.response.json()["error"]["code"] == "model_not_found"
+
+    offline = _settings(tmp_path, files.url + "/moved-away.tar.bz2", offline=True)
+    with running_server(offline) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        missing = _transcribe(client, "api-test")
+        assert missing.status_code == 404
+        error = missing.response.json()["error"]
+        assert error["code"] == "model_not_found" and "offline mode is on" in error["message"]
+    assert len(files.state.gets("/moved-away.tar.bz2")) == 1  # offline: not asked again

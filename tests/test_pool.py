@@ -1,5 +1,6 @@
 """ModelPool: one load per model under concurrency, LRU eviction under the memory budget, idle unload,
-auto-download on first use (a real tiny sherpa-onnx model over a local HTTP server), offline refusal.
+auto-download on first use (a real tiny sherpa-onnx model over a local HTTP server), offline refusal, and
+what a failed auto-download becomes (a known model that could not be fetched vs. an unknown name).
 
 A light fake engine (this module's ``load``) stands in where only the pool's bookkeeping is tested.
 """
@@ -18,10 +19,10 @@ import yaml
 
 from hearline.config import Settings
 from hearline.engines.base import Capabilities, Engine, TranscribeOptions, Transcript
-from hearline.models.download import ModelNotInstalled
+from hearline.models.download import ModelNotInstalled, ModelUnavailable
 from hearline.models.pool import ModelPool
-from hearline.models.resolve import ENGINE_MODULES
-from tests.fileserver import file_server, tar_directory
+from hearline.models.resolve import ENGINE_MODULES, UnknownModel
+from tests.fileserver import file_server, hub_server, tar_directory
 
 LOADS: dict[str, int] = {}
 _loads_lock = threading.Lock()
@@ -133,8 +134,9 @@ async def test_missing_model_offline_is_refused_without_network(tmp_path: Path) 
         settings = Settings.load(model_dir=tmp_path / "m", models_file=models_file)  # conftest: HF_HUB_OFFLINE=1
         pool = ModelPool(settings)
         try:
-            with pytest.raises(ModelNotInstalled, match="hearline models pull remote"):
+            with pytest.raises(ModelNotInstalled, match="hearline models pull remote") as info:
                 await pool.get("remote")
+            assert not isinstance(info.value, ModelUnavailable)  # offline "not installed" stays a 404
             assert server.state.requests == []
             assert not pool.loading
         finally:
@@ -182,9 +184,46 @@ async def test_failed_auto_download_is_a_clear_error(tmp_path: Path, monkeypatch
         models_file.write_text(yaml.safe_dump({"models": {"gone": entry}}))
         pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=models_file))
         try:
-            with pytest.raises(ModelNotInstalled, match=r"downloading it failed.*HTTP 404"):
+            with pytest.raises(ModelUnavailable, match=r"downloading it failed.*HTTP 404.*hearline models pull gone"):
                 await pool.get("gone")
             assert len(server.state.gets("/gone.tar.bz2")) == 1 and not pool.loading
             assert pool.downloads.get("gone").state == "error"
+        finally:
+            await pool.close()
+
+
+async def test_unreachable_download_is_model_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens at the archive's address: after the retries the model is unavailable, not unknown."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with file_server() as server:
+        url = server.url + "/x.tar.bz2"
+    models_file = tmp_path / "models.yaml"  # the server is gone: connections are refused
+    models_file.write_text(yaml.safe_dump({"models": {"far": {"type": "sense_voice", "download": {"url": url}}}}))
+    pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=models_file))
+    try:
+        with pytest.raises(ModelUnavailable, match="could not connect"):
+            await pool.get("far")
+        assert not (tmp_path / "m" / "far").exists()
+    finally:
+        await pool.close()
+
+
+async def test_hub_repository_that_does_not_exist_is_an_unknown_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``owner/name`` the catalog does not list is a guess at a hub repository; the hub saying no makes it
+    an unknown model (404), not a download failure (503)."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with hub_server() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=tmp_path / "none.yaml"))
+        try:
+            with pytest.raises(UnknownModel, match="the hub has no repository 'nobody/no-such-model'"):
+                await pool.get("nobody/no-such-model")
+            assert hub.state.gets("/api/models/nobody/no-such-model/revision/main")
         finally:
             await pool.close()

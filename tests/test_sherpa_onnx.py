@@ -27,6 +27,7 @@ from hearline.engines.base import (
     TranscribeOptions,
     Transcript,
     UnsupportedOption,
+    Word,
 )
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial
 from hearline.models.pool import ModelPool
@@ -213,8 +214,9 @@ def test_unknown_type_is_rejected(sense_voice_dir: Path, settings: Settings) -> 
 
 def test_metadata_reader_matches_onnx(sense_voice_dir: Path, zipformer_dir: Path) -> None:
     for path in (sense_voice_dir / "model.int8.onnx", zipformer_dir / "encoder.onnx"):
-        expected = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        assert engine_mod.onnx_metadata(path) == expected
+        model = onnx.load(str(path))
+        assert engine_mod.onnx_metadata(path) == {p.key: p.value for p in model.metadata_props}
+        assert engine_mod.onnx_output_names(path) == [o.name for o in model.graph.output]
 
 
 # ----------------------------------------------------------------------- streaming (online) transducer
@@ -295,9 +297,12 @@ def test_paraformer_inferred_and_transcribes(tmp_path: Path, settings: Settings,
     assert engine.type == "paraformer"  # model.int8.onnx without SenseVoice's metadata
     assert engine.files["paraformer"] == model_dir / "model.int8.onnx"
     assert engine.capabilities.native_streaming is False
+    assert engine.capabilities.word_timestamps is False  # an export without CIF peaks has no token times
     transcript = engine.transcribe(speech, TranscribeOptions(language="zh"))
     assert transcript.segments
     assert transcript.language == "zh"
+    assert transcript.words == []
+    assert [(s.start, s.end) for s in transcript.segments] == [(0.0, round(speech.size / SAMPLE_RATE, 3))]
     assert_timeline(transcript, speech.size / SAMPLE_RATE)
     # seed 001 names the file role "paraformer"
     spec = ModelSpec(
@@ -307,6 +312,32 @@ def test_paraformer_inferred_and_transcribes(tmp_path: Path, settings: Settings,
         options={"type": "paraformer", "files": {"paraformer": "model.int8.onnx", "tokens": "tokens.txt"}},
     )
     assert load_engine(spec, settings).type == "paraformer"
+
+
+def test_paraformer_with_timestamps_gives_words(tmp_path: Path, settings: Settings, speech) -> None:
+    """An export with us_alphas/us_cif_peak (FunASR timestamp models): sherpa-onnx's token times become words."""
+    model_dir = build_paraformer(tmp_path / "sherpa-onnx-paraformer-zh-tiny-ts", timestamps=True)
+    assert engine_mod.onnx_output_names(model_dir / "model.int8.onnx")[-2:] == ["us_alphas", "us_cif_peak"]
+    engine = load_engine(resolve_model(str(model_dir), settings), settings)
+    assert engine.type == "paraformer" and engine.capabilities.word_timestamps is True
+    duration = speech.size / SAMPLE_RATE
+    transcript = engine.transcribe(speech, TranscribeOptions(language="zh"))
+    words = transcript.words
+    assert len(words) > 10
+    assert [w.start for w in words[:4]] == pytest.approx([0.0, 0.18, 0.36, 0.54])  # the model's peaks
+    assert all(w.word and "@@" not in w.word for w in words)
+    assert_timeline(transcript, duration)
+    assert transcript.text == "".join(s.text for s in transcript.segments).strip()
+
+
+def test_paraformer_pieces_and_mixed_script_joining() -> None:
+    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    words = engine_mod.paraformer_words(["你", "好", "hel@@", "lo", "the", "</s>"], times, 2.0)
+    assert [(w.word, w.start, w.end) for w in words] == [
+        ("你", 0.0, 0.2), ("好", 0.2, 0.4), ("hello", 0.4, 0.8), ("the", 0.8, 1.8)
+    ]  # fmt: skip
+    assert segments.join_words([w.word for w in words]) == "你好 hello the"
+    assert segments.join_words(["we", "go"]) == "we go" and segments.join_words(["我", "们"]) == "我们"
 
 
 def test_offline_transducer_inferred_and_transcribes(tmp_path: Path, settings: Settings, speech) -> None:
@@ -348,6 +379,56 @@ def test_whisper_onnx_languages_tasks_and_cache(tmp_path: Path, settings: Settin
     # sherpa-onnx would exit the process on a language the model lacks: refused here instead
     with pytest.raises(UnsupportedOption, match="fr"):
         engine.transcribe(short, TranscribeOptions(language="fr"))
+
+
+def test_whisper_onnx_segment_times_come_from_the_model(tmp_path: Path, settings: Settings, speech) -> None:
+    """A plain export has no cross-attention output: Whisper's timestamp tokens give segment times, no words."""
+    model_dir = build_whisper(tmp_path / "sherpa-onnx-whisper-tiny", prefix="tiny")
+    engine = load_engine(ModelSpec(name="whisper-tiny", engine=SHERPA_ONNX, path=model_dir), settings)
+    assert engine._whisper_timing == {"enable_segment_timestamps": True}
+    assert engine.capabilities.word_timestamps is False
+    short = speech[: 8 * SAMPLE_RATE]
+    transcript = engine.transcribe(short, TranscribeOptions(language="en"))
+    assert transcript.segments and transcript.words == []
+    assert transcript.segments[0].start > 0.0  # where the model put it, not the start of the piece
+    assert_timeline(transcript, 8.0)
+
+    spec = ModelSpec(
+        name="whisper-tiny", engine=SHERPA_ONNX, path=model_dir, options={"options": {"segment_timestamps": False}}
+    )
+    plain = load_engine(spec, settings)
+    assert plain._whisper_timing == {}
+    untimed = plain.transcribe(short, TranscribeOptions(language="en"))
+    assert [(s.start, s.end) for s in untimed.segments] == [(0.0, 8.0)]  # one segment per decoded piece
+
+
+def test_whisper_onnx_with_attention_gives_words(tmp_path: Path, settings: Settings, speech) -> None:
+    """A decoder exported with cross_attention_weights: sherpa-onnx's DTW token times become words."""
+    model_dir = build_whisper(tmp_path / "sherpa-onnx-whisper-tiny-attn", prefix="tiny", attention=True)
+    assert "cross_attention_weights" in engine_mod.onnx_output_names(model_dir / "tiny-decoder.onnx")
+    engine = load_engine(ModelSpec(name="whisper-tiny-attn", engine=SHERPA_ONNX, path=model_dir), settings)
+    assert engine._whisper_timing == {"enable_token_timestamps": True}
+    assert engine.capabilities.word_timestamps is True
+    short = speech[: 8 * SAMPLE_RATE]
+    transcript = engine.transcribe(short, TranscribeOptions(language="en"))
+    assert len(transcript.words) > 3
+    assert any(w.end < w.start + 1.0 for w in transcript.words)  # ends from the token durations
+    assert_timeline(transcript, 8.0)
+
+
+def test_model_segments_without_durations_run_to_the_next_start() -> None:
+    result = type("Result", (), {})()
+    result.tokens, result.timestamps = [], []
+    result.segment_texts = [" one", " two", " three"]
+    result.segment_timestamps = [0.5, 3.0, 2.0]  # a confused model: the third starts before the second
+    result.segment_durations = [0.0, 1.0, 0.0]
+    found = engine_mod.result_segments(result, 20.0, 10.0, first_id=4)
+    assert [(s.id, s.start, s.end, s.text) for s in found] == [
+        (4, 20.5, 23.0, " one"), (5, 23.0, 24.0, " two"), (6, 23.0, 30.0, " three")
+    ]  # fmt: skip
+    assert engine_mod.tokens_to_words([" a", "b", " c"], [0.0, 0.1, 0.5], 2.0, [0.1, 0.2, 0.3]) == [
+        Word("ab", 0.0, 0.3), Word("c", 0.5, 0.8)
+    ]  # fmt: skip
 
 
 def test_english_only_whisper_onnx(tmp_path: Path, settings: Settings) -> None:

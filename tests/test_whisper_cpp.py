@@ -104,6 +104,43 @@ def test_word_timestamps(engine: WhisperCppEngine, speech: np.ndarray) -> None:
     assert plain.words == []
 
 
+def test_beam_size_and_temperature_follow_each_request(engine: WhisperCppEngine, speech: np.ndarray) -> None:
+    """pywhispercpp fixes only default params at load; every call sets its own sampling strategy."""
+    import _pywhispercpp as pw
+
+    strategy = pw.whisper_sampling_strategy
+    audio = speech[: 5 * SAMPLE_RATE]
+    greedy = engine.transcribe(audio, TranscribeOptions(language="en", beam_size=1))
+    params = engine._model._params
+    assert params.strategy == strategy.WHISPER_SAMPLING_GREEDY
+    assert params.temperature == 0.0 and params.temperature_inc == pytest.approx(0.2)  # fallback schedule
+
+    beam = engine.transcribe(audio, TranscribeOptions(language="en", beam_size=3))
+    assert params.strategy == strategy.WHISPER_SAMPLING_BEAM_SEARCH and params.beam_search["beam_size"] == 3
+    assert_timeline(beam, 5.0)
+    # deterministic random weights: the beam reaches whisper.cpp and finds another hypothesis ...
+    assert beam.text != greedy.text
+    # ... and nothing of it sticks to the next greedy call
+    assert engine.transcribe(audio, TranscribeOptions(language="en", beam_size=1)).text == greedy.text
+    assert params.strategy == strategy.WHISPER_SAMPLING_GREEDY
+
+    sampled = engine.transcribe(audio, TranscribeOptions(language="en", beam_size=1, temperature=0.6))
+    assert params.temperature == pytest.approx(0.6) and params.temperature_inc == 0.0  # one fixed temperature
+    assert params.greedy["best_of"] == 5
+    assert_timeline(sampled, 5.0)
+
+
+def test_models_yaml_beam_size_caps_the_request(ggml_file: Path, settings: Settings) -> None:
+    import _pywhispercpp as pw
+
+    spec = ModelSpec(name="capped", engine=WHISPER_CPP, path=ggml_file, options={"options": {"beam_size": 1}})
+    capped = load_engine(spec, settings)
+    assert capped.max_beam_size == 1
+    assert capped.beam_width(TranscribeOptions(beam_size=5)) == 1
+    capped.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions(language="en"))  # default beam 5
+    assert capped._model._params.strategy == pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY
+
+
 def test_language_detection_and_translate(engine: WhisperCppEngine, speech: np.ndarray) -> None:
     detected = engine.transcribe(speech[: 4 * SAMPLE_RATE], TranscribeOptions())
     assert isinstance(detected.language, str) and 2 <= len(detected.language) <= 3

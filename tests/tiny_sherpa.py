@@ -341,8 +341,14 @@ def paraformer_tokens() -> list[str]:
     return ["<blank>", "<s>", "</s>", "你", "好", "我", "们", "the", "and", "hel@@", "lo", "wor@@", "ld", "<unk>"]
 
 
-def build_paraformer(directory: Path, *, seed: int = 0) -> Path:
-    """A Paraformer-shaped model: (speech, speech_lengths) -> (logits (N, U, V), token_num)."""
+def build_paraformer(directory: Path, *, seed: int = 0, timestamps: bool = False) -> Path:
+    """A Paraformer-shaped model: (speech, speech_lengths) -> (logits (N, U, V), token_num).
+
+    With ``timestamps`` the graph also outputs ``us_alphas`` and ``us_cif_peak`` (N, 9 * (U + 1)) like
+    FunASR's timestamp-enabled exports: sherpa-onnx reads a token start at every peak (20 ms per
+    upsampled frame) and keeps them when there is one peak more than tokens, so here token k starts
+    at k * 180 ms, the rate the tokens are emitted at.
+    """
     rng = np.random.default_rng(seed)
     tokens = paraformer_tokens()
     vocab = len(tokens)
@@ -384,6 +390,8 @@ def build_paraformer(directory: Path, *, seed: int = 0) -> Path:
             _init("batch_shape", np.array([1], dtype=np.int64)),
         ],
     )
+    if timestamps:
+        _add_cif_peaks(graph)
     meta = {
         "model_type": "paraformer",
         "vocab_size": vocab,
@@ -399,19 +407,56 @@ def build_paraformer(directory: Path, *, seed: int = 0) -> Path:
     return directory
 
 
+def _add_cif_peaks(graph: onnx.GraphProto) -> None:
+    """Outputs ``us_alphas``/``us_cif_peak`` (N, 9 * (U + 1)): a 1.0 peak every 9 frames, U + 1 peaks."""
+    graph.node.extend(
+        [
+            helper.make_node("Slice", ["logits", "start", "one_1d", "axis2"], ["first_logit"]),  # (N, U, 1)
+            helper.make_node("Mul", ["first_logit", "zero_f"], ["zeros_u"]),
+            helper.make_node("Add", ["zeros_u", "one_f"], ["ones_u"]),
+            helper.make_node("Pad", ["ones_u", "pad_one_more", "one_f"], ["peaks_u1"]),  # (N, U + 1, 1)
+            helper.make_node("Mul", ["peaks_u1", "zero_f"], ["zeros_u1"]),
+            helper.make_node("Concat", ["peaks_u1", *["zeros_u1"] * 8], ["framed"], axis=2),  # (N, U + 1, 9)
+            helper.make_node("Reshape", ["framed", "flat_shape"], ["us_cif_peak"]),
+            helper.make_node("Mul", ["us_cif_peak", "half_f"], ["us_alphas"]),
+        ]
+    )
+    graph.initializer.extend(
+        [
+            _init("one_1d", np.array([1], dtype=np.int64)),
+            _init("axis2", np.array([2], dtype=np.int64)),
+            _init("zero_f", np.array(0.0, dtype=np.float32)),
+            _init("one_f", np.array(1.0, dtype=np.float32)),
+            _init("half_f", np.array(0.5, dtype=np.float32)),
+            _init("pad_one_more", np.array([0, 0, 0, 0, 1, 0], dtype=np.int64)),
+            _init("flat_shape", np.array([0, -1], dtype=np.int64)),
+        ]
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("us_alphas", TensorProto.FLOAT, ["N", "U9"]),
+            helper.make_tensor_value_info("us_cif_peak", TensorProto.FLOAT, ["N", "U9"]),
+        ]
+    )
+
+
 # -------------------------------------------------------------------------------------------- whisper
 
 
 WHISPER_LANGUAGES = ("en", "zh", "de")
 
 
-def build_whisper(directory: Path, *, seed: int = 0, multilingual: bool = True, prefix: str = "tiny") -> Path:
+def build_whisper(
+    directory: Path, *, seed: int = 0, multilingual: bool = True, prefix: str = "tiny", attention: bool = False
+) -> Path:
     """A Whisper model in sherpa-onnx's export layout (``<prefix>-encoder.onnx``, ``<prefix>-decoder.onnx``).
 
     Encoder: mel (N, n_mels, T) -> n_layer_cross_k, n_layer_cross_v (L, N, T/2, D).  Decoder: tokens,
     self-attention KV caches, cross K/V and offset -> logits (N, n, V) and the updated caches.  The
     special-token ids live in the encoder metadata exactly as sherpa-onnx's export script writes them,
-    only renumbered for a 20-token text vocabulary.
+    only renumbered for a 20-token text vocabulary.  With ``attention`` the decoder also outputs
+    ``cross_attention_weights`` (N, heads, n, T/2), as ``export-onnx-with-attention.py`` does, which
+    sherpa-onnx aligns with DTW into token timestamps.
     """
     rng = np.random.default_rng(seed)
     text = ["▁the", "▁a", "▁and", "▁of", "▁to", "▁in", "▁it", "▁is", "s", "ed", "ing", "▁we"]
@@ -491,6 +536,8 @@ def build_whisper(directory: Path, *, seed: int = 0, multilingual: bool = True, 
         ],
         initializer=[_init("embed", embed), _init("Wout", w_out), _init("b", bias)],
     )
+    if attention:
+        _add_cross_attention(decoder)
     meta: dict[str, object] = {
         "model_type": f"whisper-{prefix}",
         "comment": "tiny random Whisper for tests",
@@ -529,3 +576,22 @@ def build_whisper(directory: Path, *, seed: int = 0, multilingual: bool = True, 
     lines += [f"{base64.b64encode(s.encode()).decode()} {i}" for i, s in specials.items()]
     (directory / f"{prefix}-tokens.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
+
+
+def _add_cross_attention(decoder: onnx.GraphProto) -> None:
+    """``cross_attention_weights`` (N, 1, n, T/2): softmax over audio frames of h . cross_k (one head)."""
+    decoder.node.extend(
+        [
+            helper.make_node("Squeeze", ["n_layer_cross_k", "axes0_att"], ["k0"]),  # (N, T2, D)
+            helper.make_node("Transpose", ["k0"], ["k0_t"], perm=[0, 2, 1]),  # (N, D, T2)
+            helper.make_node("MatMul", ["h", "k0_t"], ["scores"]),  # (N, n, T2)
+            helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+            helper.make_node("Unsqueeze", ["weights", "axes1_att"], ["cross_attention_weights"]),
+        ]
+    )
+    decoder.initializer.extend(
+        [_init("axes0_att", np.array([0], dtype=np.int64)), _init("axes1_att", np.array([1], dtype=np.int64))]
+    )
+    decoder.output.append(
+        helper.make_tensor_value_info("cross_attention_weights", TensorProto.FLOAT, ["N", 1, "n", "T2"])
+    )

@@ -174,20 +174,24 @@ def locate_model(name: str, path: Path | None, settings: Any, repo: str | None =
 
     if hub_offline(settings):
         raise ModelFilesMissing(_expected_message(name, searched, "offline"))
+    if not getattr(settings, "auto_download", True):
+        raise ModelFilesMissing(_expected_message(name, searched, "and downloads on first use are off"))
 
     target = model_dir / f"faster-whisper-{short_name(name)}"
     logger.info("downloading %s from the Hugging Face hub into %s", repo, target)
+    from hearline.models.catalog import FASTER_WHISPER, ModelEntry
+    from hearline.models.download import DownloadError, ModelUnavailable, OfflineMode, pull
+
+    entry = ModelEntry(name=name, engine=FASTER_WHISPER, repo=repo, dir=target.name, source="hub")
     try:
-        # HF_ENDPOINT is read per call (huggingface_hub reads it once at import) so a mirror set later works.
-        huggingface_hub.snapshot_download(
-            repo,
-            local_dir=str(target),
-            allow_patterns=HUB_PATTERNS,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-        )
-    except (OSError, ValueError) as exc:  # hub errors (HTTP, offline, not found) are all OSError
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelFilesMissing(_expected_message(name, searched, f"and the download failed ({first_line})")) from exc
+        # the models' own downloader: atomic (a failed download leaves no partial model directory),
+        # locked against a concurrent pull, HF_ENDPOINT read per call
+        pull(entry, settings)
+    except OfflineMode as exc:
+        raise ModelFilesMissing(_expected_message(name, searched, "offline")) from exc
+    except DownloadError as exc:
+        reason = f"and the download failed ({exc})"
+        raise ModelUnavailable(_expected_message(name, searched, reason), name) from exc
     missing = missing_files(target)
     if missing:
         raise ModelFilesMissing(f"download of {repo} into {target} is incomplete: missing {', '.join(missing)}")

@@ -56,14 +56,13 @@ def group_words(
     def flush() -> None:
         if not current:
             return
-        joiner = "" if all(CJK.match(w.word) for w in current) else " "
         probs = [w.probability for w in current if w.probability]
         segments.append(
             Segment(
                 id=first_id + len(segments),
                 start=current[0].start,
                 end=current[-1].end,
-                text=" " + joiner.join(w.word for w in current),
+                text=" " + join_words([w.word for w in current]),
                 words=list(current),
                 avg_logprob=float(np.mean(np.log(probs))) if probs else None,
             )
@@ -76,3 +75,17 @@ def group_words(
         current.append(word)
     flush()
     return segments
+
+
+def join_words(words: list[str]) -> str:
+    """Words as text: a space between two words unless both are in a script written without spaces.
+
+    Mixed Chinese/English output (Paraformer, SenseVoice) then reads "你好 hello" rather than
+    "你 好 hello", and all-CJK or all-spaced text comes out as before.
+    """
+    text = ""
+    for word in words:
+        if text and not (CJK.match(text[-1]) and CJK.match(word[:1])):
+            text += " "
+        text += word
+    return text

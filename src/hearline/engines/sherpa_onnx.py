@@ -10,10 +10,21 @@ error here instead of sherpa-onnx exiting the whole process.
 SenseVoice and Whisper bind the language (and Whisper the task) when the recognizer is built, so the
 engine keeps a small LRU of recognizers keyed by them.  Streaming transducers give true incremental
 partials through :meth:`SherpaOnnxEngine.open_stream`.
+
+Timing.  SenseVoice and transducers always give token times, hence words.  Paraformer and Whisper give
+them only for exports that carry the extra outputs sherpa-onnx reads, so the engine looks at the graph:
+- Paraformer: ``us_alphas``/``us_cif_peak`` (FunASR's timestamp exports) -> a start per token (character
+  or word piece), hence words; without them each decoded piece (<= 20 s) is one segment with no words.
+- Whisper: a decoder with ``cross_attention_weights`` (sherpa-onnx's ``export-onnx-with-attention.py``)
+  -> ``enable_token_timestamps`` (DTW over cross-attention), hence words; otherwise
+  ``enable_segment_timestamps`` (Whisper's own timestamp tokens, option ``segment_timestamps: false``
+  turns it off) -> segment times inside each piece but no words.  sherpa-onnx releases without these
+  ``from_whisper`` options give one segment per piece.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -173,6 +184,88 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     except (OSError, ValueError, IndexError) as exc:
         raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
     return meta
+
+
+def _skip(fh, wire: int) -> int | None:  # type: ignore[no-untyped-def]
+    """Seek past one field value; return the length of a length-delimited one (read nothing)."""
+    if wire == 0:
+        _read_varint(fh)
+    elif wire == 1:
+        fh.seek(8, os.SEEK_CUR)
+    elif wire == 5:
+        fh.seek(4, os.SEEK_CUR)
+    elif wire == 2:
+        return _read_varint(fh)
+    else:
+        raise ValueError(f"unexpected wire type {wire}")
+    return None
+
+
+def onnx_output_names(path: Path) -> list[str]:
+    """Names of the graph's outputs (ModelProto.graph = 7, GraphProto.output = 12, ValueInfoProto.name = 1).
+
+    sherpa-onnx switches optional timing on by the outputs a graph has; reading them with seeks past the
+    weights costs a few reads even for a large model, like :func:`onnx_metadata`.
+    """
+    names: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            graph_end = _field_end(fh, 7)
+            if graph_end is None:
+                return names
+            while fh.tell() < graph_end:
+                tag = _read_varint(fh)
+                if tag is None:
+                    break
+                length = _skip(fh, tag & 7)
+                if length is None:
+                    continue
+                if tag >> 3 == 12:
+                    names.append(_string_field(fh.read(length), 1))
+                else:
+                    fh.seek(length, os.SEEK_CUR)
+    except (OSError, ValueError, IndexError) as exc:
+        raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return names
+
+
+def _field_end(fh, number: int) -> int | None:  # type: ignore[no-untyped-def]
+    """Advance to the value of top-level length-delimited field ``number``; return where it ends (None: absent)."""
+    while True:
+        tag = _read_varint(fh)
+        if tag is None:
+            return None
+        length = _skip(fh, tag & 7)
+        if length is None:
+            continue
+        if tag >> 3 == number:
+            return fh.tell() + length
+        fh.seek(length, os.SEEK_CUR)
+
+
+def _string_field(data: bytes, number: int) -> str:
+    """The first string field ``number`` of a small message held in memory."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _varint_at(data, pos)
+        wire = tag & 7
+        if wire == 0:
+            _, pos = _varint_at(data, pos)
+            continue
+        if wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            continue
+        length, pos = _varint_at(data, pos)
+        if tag >> 3 == number:
+            return data[pos : pos + length].decode("utf-8", "replace")
+        pos += length
+    return ""
+
+
+def has_output(path: Path, name: str, min_outputs: int) -> bool:
+    """Whether a graph has the output sherpa-onnx looks for (by name, or by the output count it checks)."""
+    names = onnx_output_names(path)
+    return name in names or len(names) >= min_outputs
 
 
 # ----------------------------------------------------------------------------------------- model files
@@ -359,6 +452,9 @@ class SherpaOnnxEngine(Engine):
                 self._english_only = ".en" in self.files["encoder"].name
             codes = [c.strip().lower() for c in meta.get("all_language_codes", "").split(",") if c.strip()]
             self._whisper_languages = frozenset(codes) or None
+        self._whisper_timing = self._whisper_timing_kwargs() if self.type == WHISPER else {}
+        # Paraformer exports with timestamps have 4 outputs: logits, token_num, us_alphas, us_cif_peak.
+        self._paraformer_times = self.type == PARAFORMER and has_output(self.files["paraformer"], "us_cif_peak", 4)
         self._caps = self._capabilities()
         languages = self._caps.languages
         if self.default_language and languages is not None and self.default_language not in languages:
@@ -390,13 +486,13 @@ class SherpaOnnxEngine(Engine):
                 languages=frozenset({"en"}) if self._english_only else (languages or self._whisper_languages),
                 translate=not self._english_only,
                 native_streaming=False,
-                word_timestamps=False,
+                word_timestamps=bool(self._whisper_timing.get("enable_token_timestamps")),
                 language_detection=not self._english_only,
             )
         if self.type == PARAFORMER:
             return Capabilities(
                 languages=languages or frozenset({"zh", "en"}),
-                word_timestamps=False,
+                word_timestamps=self._paraformer_times,
             )
         return Capabilities(
             languages=languages,
@@ -417,6 +513,20 @@ class SherpaOnnxEngine(Engine):
         return int(self._file_bytes * 1.5 * count) + 64 * 1024 * 1024
 
     # -- recognizers --
+
+    def _whisper_timing_kwargs(self) -> dict[str, bool]:
+        """``from_whisper`` keywords for the finest timing this export and sherpa-onnx version give.
+
+        Token times need cross-attention outputs (without them sherpa-onnx only warns on every decode);
+        segment times come from Whisper's timestamp tokens, which any export has.
+        """
+        supported = inspect.signature(self._so.OfflineRecognizer.from_whisper).parameters
+        if "enable_token_timestamps" in supported and has_output(self.files["decoder"], "cross_attention_weights", 4):
+            return {"enable_token_timestamps": True}
+        if "enable_segment_timestamps" in supported and bool(self.options.get("segment_timestamps", True)):
+            return {"enable_segment_timestamps": True}
+        logger.info("sherpa-onnx %s: Whisper results carry no timestamps; one segment per piece", self.name)
+        return {}
 
     def _binds_language(self) -> bool:
         return self.type in (SENSE_VOICE, WHISPER)
@@ -461,6 +571,7 @@ class SherpaOnnxEngine(Engine):
                     language=language or ("en" if self._english_only else ""),
                     task=task,
                     tail_paddings=int(self.options.get("tail_paddings", -1)),
+                    **self._whisper_timing,
                 )
             if self.type == PARAFORMER:
                 return so.OfflineRecognizer.from_paraformer(
@@ -518,7 +629,10 @@ class SherpaOnnxEngine(Engine):
             start_s = offset / SAMPLE_RATE
             result = self._decode_piece(recognizer, piece)
             detected = detected or _lang_code(getattr(result, "lang", "") or "")
-            for segment in result_segments(result, start_s, piece.size / SAMPLE_RATE, first_id=len(segments)):
+            found = result_segments(
+                result, start_s, piece.size / SAMPLE_RATE, first_id=len(segments), paraformer=self.type == PARAFORMER
+            )
+            for segment in found:
                 segments.append(segment)
                 if on_segment is not None:
                     on_segment(segment)
@@ -629,63 +743,119 @@ def _starts_word(token: str) -> bool:
     return token.startswith((" ", "▁")) or bool(CJK.match(token))
 
 
-def tokens_to_words(tokens: list[str], times: list[float], end_s: float) -> list[Word]:
-    """Merge BPE pieces into words (a piece starting with a space or ▁ opens one; CJK chars are words)."""
-    words: list[tuple[str, float]] = []
-    for token, start in zip(tokens, times, strict=False):
-        if token.startswith("<|") or token in ("<s>", "</s>", "<unk>", "<blk>", "<blank>"):
+_SPECIAL_TOKENS = ("<s>", "</s>", "<unk>", "<blk>", "<blank>")
+
+
+def _is_special(token: str) -> bool:
+    return token.startswith("<|") or token in _SPECIAL_TOKENS
+
+
+def tokens_to_words(
+    tokens: list[str], times: list[float], end_s: float, durations: list[float] | None = None
+) -> list[Word]:
+    """Merge BPE pieces into words (a piece starting with a space or ▁ opens one; CJK chars are words).
+
+    A word ends where the next one starts (at most 1 s later) unless the model gives token durations
+    (Whisper's DTW times do): then it ends where its last piece does.
+    """
+    words: list[tuple[str, float, float | None]] = []
+    for i, (token, start) in enumerate(zip(tokens, times, strict=False)):
+        if _is_special(token):
             continue
         text = _token_text(token)
+        piece_end = start + durations[i] if durations is not None and i < len(durations) else None
         if not words or _starts_word(token) or CJK.match(words[-1][0][-1:] or ""):
-            words.append((text.strip(), start))
+            words.append((text.strip(), start, piece_end))
         else:
-            words[-1] = (words[-1][0] + text, words[-1][1])
+            words[-1] = (words[-1][0] + text, words[-1][1], piece_end)
+    return _timed_words(words, end_s)
+
+
+def paraformer_words(tokens: list[str], times: list[float], end_s: float) -> list[Word]:
+    """Paraformer pieces as words: every token is one (a CJK character or an English word) except that
+    a piece ending in ``@@`` continues into the next (``hel@@ lo`` -> ``hello``)."""
+    words: list[tuple[str, float, float | None]] = []
+    joining = False
+    for token, start in zip(tokens, times, strict=False):
+        if _is_special(token):
+            continue
+        text = token[:-2] if token.endswith("@@") else token
+        if joining and words:
+            words[-1] = (words[-1][0] + text, words[-1][1], None)
+        else:
+            words.append((text, start, None))
+        joining = token.endswith("@@")
+    return _timed_words(words, end_s)
+
+
+def _timed_words(words: list[tuple[str, float, float | None]], end_s: float) -> list[Word]:
     result: list[Word] = []
-    for i, (text, start) in enumerate(words):
+    for i, (text, start, own_end) in enumerate(words):
         if not text:
             continue
         nxt = words[i + 1][1] if i + 1 < len(words) else end_s
-        end = max(start, min(nxt, start + 1.0, end_s))
-        result.append(Word(word=text, start=round(start, 3), end=round(end, 3)))
+        end = min(own_end, end_s) if own_end is not None else min(nxt, start + 1.0, end_s)
+        result.append(Word(word=text, start=round(start, 3), end=round(max(start, end), 3)))
     return result
 
 
-def result_segments(result: Any, offset_s: float, length_s: float, first_id: int = 0) -> list[Segment]:
-    """Segments (absolute times) from a sherpa-onnx result of one piece starting at ``offset_s``."""
-    texts = list(getattr(result, "segment_texts", []) or [])
-    if texts:
-        starts = list(getattr(result, "segment_timestamps", []) or [])
-        lengths = list(getattr(result, "segment_durations", []) or [])
-        segments = []
-        for i, text in enumerate(texts):
-            if not text.strip():
-                continue
-            start = min(length_s, float(starts[i])) if i < len(starts) else 0.0
-            end = min(length_s, start + float(lengths[i])) if i < len(lengths) else length_s
-            segments.append(
-                Segment(
-                    id=first_id + len(segments),
-                    start=round(offset_s + start, 3),
-                    end=round(offset_s + max(start, end), 3),
-                    text=" " + _clean_text(text),
-                )
-            )
-        return segments
+def result_words(result: Any, length_s: float, paraformer: bool = False) -> list[Word]:
+    """Words (times relative to the piece) from a result's token times; [] when it has none."""
     tokens = [str(t) for t in (getattr(result, "tokens", []) or [])]
     times = [float(t) for t in (getattr(result, "timestamps", []) or [])]
-    if tokens and len(times) == len(tokens):
-        times = [min(max(0.0, t), length_s) for t in times]
-        # Timestamps are token starts and should not decrease; enforce it so consumers can rely on it.
-        times = [float(t) for t in np.maximum.accumulate(times)]
-        words = [
-            Word(w.word, round(offset_s + w.start, 3), round(offset_s + w.end, 3))
-            for w in tokens_to_words(tokens, times, length_s)
-        ]
-        return group_words(words, first_id)
+    if not tokens or len(times) != len(tokens):
+        return []
+    times = [min(max(0.0, t), length_s) for t in times]
+    # Timestamps are token starts and should not decrease; enforce it so consumers can rely on it.
+    times = [float(t) for t in np.maximum.accumulate(times)]
+    if paraformer:
+        return paraformer_words(tokens, times, length_s)
+    durations = [float(d) for d in (getattr(result, "durations", []) or [])]
+    return tokens_to_words(tokens, times, length_s, durations if len(durations) == len(tokens) else None)
+
+
+def result_segments(
+    result: Any, offset_s: float, length_s: float, first_id: int = 0, paraformer: bool = False
+) -> list[Segment]:
+    """Segments (absolute times) from a sherpa-onnx result of one piece starting at ``offset_s``.
+
+    Finest timing first: token times become words grouped at pauses; else the model's own segments
+    (Whisper timestamp tokens) without words; else the piece's text spans the whole piece.
+    """
+    words = result_words(result, length_s, paraformer)
+    if words:
+        shifted = [Word(w.word, round(offset_s + w.start, 3), round(offset_s + w.end, 3)) for w in words]
+        return group_words(shifted, first_id)
+    texts = list(getattr(result, "segment_texts", []) or [])
+    if texts:
+        return _model_segments(result, texts, offset_s, length_s, first_id)
     text = _clean_text(str(getattr(result, "text", "") or ""))
     if not text:
         return []
     return [Segment(id=first_id, start=round(offset_s, 3), end=round(offset_s + length_s, 3), text=" " + text)]
+
+
+def _model_segments(result: Any, texts: list[str], offset_s: float, length_s: float, first_id: int) -> list[Segment]:
+    """The model's segments; one without a duration (the last, unterminated one) runs to the next start."""
+    starts = [min(length_s, max(0.0, float(t))) for t in (getattr(result, "segment_timestamps", []) or [])]
+    lengths = [float(d) for d in (getattr(result, "segment_durations", []) or [])]
+    segments: list[Segment] = []
+    floor = 0.0  # keep segment starts ordered even when a model is confused
+    for i, text in enumerate(texts):
+        if not text.strip():
+            continue
+        start = floor = max(starts[i] if i < len(starts) else 0.0, floor)
+        nxt = starts[i + 1] if i + 1 < len(starts) else length_s
+        end = start + lengths[i] if i < len(lengths) and lengths[i] > 0 else max(nxt, start)
+        segments.append(
+            Segment(
+                id=first_id + len(segments),
+                start=round(offset_s + start, 3),
+                end=round(offset_s + max(start, min(end, length_s)), 3),
+                text=" " + _clean_text(text),
+            )
+        )
+    return segments
 
 
 # ------------------------------------------------------------------------------------------ utilities

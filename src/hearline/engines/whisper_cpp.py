@@ -5,6 +5,13 @@ process on some malformed inputs, and pywhispercpp silently *downloads* a model 
 is not an existing file, which offline mode forbids.  One whisper.cpp context holds one decoding
 state and pywhispercpp keeps its decode parameters on the model object, so calls are serialised with
 a lock; the pool decides how many engines (and so contexts) exist.
+
+Decoding follows each request: pywhispercpp fixes only the *default* parameters at ``Model(...)``, and
+``whisper_full`` reads ``strategy``, ``beam_search.beam_size``, ``greedy.best_of`` and the temperatures
+from the params it is given (it sizes its decoders and KV cache per call), so every call sets them:
+``beam_size`` > 1 is beam search of that width, 1 is greedy; ``temperature`` 0 means the fallback
+schedule 0, 0.2, ... and anything else one fixed sampling temperature.  A models.yaml ``beam_size``
+option caps the width (``beam_size: 1`` makes a slow machine always decode greedily).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ logger = logging.getLogger(__name__)
 GGML_MAGIC = 0x67676D6C
 GGUF_MAGIC = 0x46554747  # "GGUF" little-endian: not a format whisper.cpp reads
 MODEL_SUFFIXES = (".bin", ".ggml", ".gguf")
+BEST_OF = 5  # candidates sampled at a temperature above 0 (whisper-cli's and faster-whisper's default)
 _CENTI = 100.0  # whisper.cpp times are in units of 10 ms
 
 
@@ -119,13 +127,14 @@ class WhisperCppEngine(Engine):
         self.num_threads = max(1, num_threads)
         self.initial_prompt = str(self.options.get("initial_prompt") or self.options.get("prompt") or "")
         self.default_language = str(self.options.get("language") or "").strip().lower() or None
+        # An operator's cap on the per-request beam width (0: none).
+        self.max_beam_size = max(0, int(self.options.get("beam_size", 0) or 0))
         from pywhispercpp.model import Model
 
-        beam = int(self.options.get("beam_size", 0) or 0)
         try:
             self._model = Model(
                 str(path),
-                params_sampling_strategy=1 if beam > 1 else 0,
+                params_sampling_strategy=0,  # only the defaults; each call sets its own strategy
                 # no redirect: pywhispercpp would dup2() the process-wide stderr while loading
                 redirect_whispercpp_logs_to=False,
                 n_threads=self.num_threads,
@@ -137,8 +146,6 @@ class WhisperCppEngine(Engine):
             raise EngineError(f"whisper.cpp could not load {path}: {exc}") from exc
         if getattr(self._model, "_ctx", None) is None:
             raise EngineError(f"whisper.cpp could not load {path}")
-        if beam > 1:
-            self._model._set_params({"beam_search": {"beam_size": beam, "patience": -1.0}})
         self._lock = threading.Lock()
         multilingual = self.header.multilingual
         self._caps = Capabilities(
@@ -163,6 +170,25 @@ class WhisperCppEngine(Engine):
         if options.task == "translate" and not self.header.multilingual:
             raise UnsupportedOption(f"model {self.name!r} is English-only and cannot translate")
 
+    def beam_width(self, options: TranscribeOptions) -> int:
+        """The request's beam width, within the model's cap; 1 means greedy decoding."""
+        width = max(1, int(options.beam_size))
+        return min(width, self.max_beam_size) if self.max_beam_size else width
+
+    def decoding_params(self, options: TranscribeOptions) -> dict[str, Any]:
+        """Sampling parameters for one ``whisper_full`` call (pywhispercpp keeps whatever was set last)."""
+        import _pywhispercpp as pw
+
+        width = self.beam_width(options)
+        strategy = pw.whisper_sampling_strategy
+        return {
+            "strategy": strategy.WHISPER_SAMPLING_BEAM_SEARCH if width > 1 else strategy.WHISPER_SAMPLING_GREEDY,
+            "beam_search": {"beam_size": width if width > 1 else -1, "patience": -1.0},
+            "greedy": {"best_of": BEST_OF},
+            "temperature": float(options.temperature),
+            "temperature_inc": 0.2 if options.temperature == 0.0 else 0.0,
+        }
+
     def transcribe(
         self,
         audio: np.ndarray,
@@ -181,10 +207,9 @@ class WhisperCppEngine(Engine):
             "translate": options.task == "translate",
             "initial_prompt": prompt,
             "n_threads": self.num_threads,
-            "temperature": float(options.temperature),
-            "temperature_inc": 0.2 if options.temperature == 0.0 else 0.0,
             "token_timestamps": options.word_timestamps,
             "no_context": True,
+            **self.decoding_params(options),
         }
         segments: list[Segment] = []
         received = [0]  # whisper.cpp's own segment index (empty segments included)

@@ -1,14 +1,20 @@
 """Fetching models: resumable HTTP downloads, hub snapshots, checksums, atomic installs, one download at a time.
 
 Guarantees, because a half-written model is worse than none:
-- bytes go to ``<name>.part`` next to the destination; an interrupted transfer resumes with ``Range``;
+- bytes go to ``<name>.part`` next to the destination; an interrupted transfer resumes with ``Range``
+  (within a pull and by the next pull);
+- hub snapshots (faster-whisper) download into a temporary directory through ``huggingface_hub``, which
+  resumes an interrupted file within the same pull; a pull that still fails removes that directory, so
+  the next pull starts the snapshot over (huggingface_hub >= 1.0 discards partial files anyway);
 - the finished file is verified (SHA-1/SHA-256 when the catalog knows one, byte size otherwise) before use;
   a mismatch deletes it and installs nothing;
 - archives are extracted into a temporary directory on the same filesystem and renamed into place, so a
   model directory either exists complete or not at all;
 - an ``fcntl`` lock per model makes a second process (or thread) wait and then find the model installed;
 - offline mode (``HEARLINE_OFFLINE=1``, ``settings.offline`` or ``HF_HUB_OFFLINE=1``) never opens a socket:
-  a missing model is a :class:`ModelNotInstalled` naming the expected files and the command to fetch them.
+  a missing model is a :class:`ModelNotInstalled` naming the expected files and the command to fetch them;
+- every failure to fetch is a :class:`DownloadError` (whatever HTTP client huggingface_hub uses), and
+  :class:`RemoteNotFound` when the server says the file or repository does not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import threading
@@ -34,7 +41,7 @@ import httpx
 
 from hearline.config import Settings
 from hearline.engines.base import ModelFilesMissing
-from hearline.models.catalog import FASTER_WHISPER, FASTER_WHISPER_PATTERNS, ModelEntry
+from hearline.models.catalog import FASTER_WHISPER, FASTER_WHISPER_FILES, FASTER_WHISPER_PATTERNS, ModelEntry
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,10 @@ class ChecksumMismatch(DownloadError):
     """The downloaded bytes are not the expected ones; nothing was installed."""
 
 
+class RemoteNotFound(DownloadError):
+    """The server answered that the file or hub repository does not exist (HTTP 404/410, unknown repo)."""
+
+
 class ModelNotInstalled(ModelFilesMissing):
     """The model's files are missing and may not (offline) or could not be fetched."""
 
@@ -62,6 +73,14 @@ class ModelNotInstalled(ModelFilesMissing):
 
 class OfflineMode(ModelNotInstalled, DownloadError):
     """A download was requested while offline mode is on."""
+
+
+class ModelUnavailable(ModelNotInstalled):
+    """A known model is missing and fetching it failed just now (network, server, corrupt transfer).
+
+    Unlike a plain :class:`ModelNotInstalled` (offline, or downloads not allowed) the request was fine
+    and may succeed later, so the REST API answers 503 rather than 404.
+    """
 
 
 def _truthy(value: str | None) -> bool:
@@ -110,6 +129,41 @@ def missing_message(entry: ModelEntry, model_dir: Path, offline: bool) -> str:
     else:
         hint = f"run `hearline models pull {entry.name}`"
     return f"model {entry.name!r} is not installed: expected {listed}; {hint}"
+
+
+def checksum(entry: ModelEntry) -> str | None:
+    """``sha256:<hex>`` / ``sha1:<hex>`` when the catalog or models.yaml publishes one."""
+    if entry.sha256:
+        return f"sha256:{entry.sha256}"
+    return f"sha1:{entry.sha1}" if entry.sha1 else None
+
+
+def verification(entry: ModelEntry) -> str | None:
+    """How a download of ``entry`` is checked, in words (``models info``, ``/v1/models``); None: not downloadable.
+
+    The sherpa-onnx release archives publish no checksum, and none is invented: their install checks
+    that the extracted archive holds every file the model needs instead.
+    """
+    kind = entry.download_kind
+    if kind is None:
+        return None
+    names = ", ".join(sorted(set(entry.files.values()))) or None
+    if kind == "snapshot":
+        needed = ", ".join(sorted(set(entry.files.values()) | set(FASTER_WHISPER_FILES)))
+        return (
+            "no published checksum; huggingface_hub checks each file's size against the hub "
+            f"and the install checks that {needed} exist"
+        )
+    digest = checksum(entry)
+    if digest is not None:
+        size = f" and be {entry.size} bytes" if kind == "file" and entry.size else ""
+        return f"the download must match {digest}{size}" + (f"; the install checks {names} exist" if names else "")
+    if kind == "file":
+        size = f"its size ({entry.size} bytes)" if entry.size else "that it downloaded completely"
+        return f"no published checksum; the install checks {size}"
+    if names:
+        return f"no published checksum; the install checks that the archive holds {names}"
+    return "no published checksum and no files listed: the archive is installed as it extracts"
 
 
 # -- progress --------------------------------------------------------------------------------------
@@ -288,9 +342,11 @@ def _replace_dir(source: Path, target: Path) -> None:
 
 
 def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) -> None:
-    """A hub repository (faster-whisper models) via ``huggingface_hub.snapshot_download``."""
+    """A hub repository (faster-whisper models) via ``huggingface_hub.snapshot_download``.
+
+    The endpoint is passed per call because huggingface_hub reads ``HF_ENDPOINT`` once, at import.
+    """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     assert entry.repo is not None
     target = entry.install_path(model_dir)
@@ -307,12 +363,11 @@ def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) ->
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
                 tqdm_class=_progress_tqdm(progress),
             )
-        except (HfHubHTTPError, RepositoryNotFoundError, LocalEntryNotFoundError, OSError) as exc:
-            raise DownloadError(f"could not download {entry.repo} from {hf_endpoint()}: {exc}") from exc
+        except _hub_errors() as exc:
+            raise _hub_download_error(entry.repo, exc) from exc
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        missing = [name for name in entry.files.values() if not (tmp / name).exists()]
-        if entry.engine == FASTER_WHISPER and not (tmp / "model.bin").exists():
-            missing.append("model.bin")
+        required = set(entry.files.values()) | (set(FASTER_WHISPER_FILES) if entry.engine == FASTER_WHISPER else set())
+        missing = sorted(name for name in required if not (tmp / name).exists())
         if missing:
             raise DownloadError(f"{entry.repo} lacks {', '.join(missing)}")
         _replace_dir(tmp, target)
@@ -320,21 +375,65 @@ def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What a failed ``snapshot_download`` raises: hub errors are OSError, except the HTTP client's own.
+
+    huggingface_hub lets transport errors of its HTTP client through once its retries are spent
+    (``httpx2`` in 2.x, ``httpx`` in 1.x, ``requests`` in 0.x; only the imported ones can occur), and
+    raises ValueError for an invalid repository id.
+    """
+    clients = (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException"))
+    found = [getattr(sys.modules[name], attr) for name, attr in clients if name in sys.modules]
+    return (OSError, ValueError, *(cls for cls in found if isinstance(cls, type)))
+
+
+def _hub_download_error(repo: str, exc: BaseException) -> DownloadError:
+    """RemoteNotFound when the hub says the repository or revision does not exist, else DownloadError."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    detail = " ".join(str(exc).split())  # hub messages span several lines
+    detail = detail if len(detail) <= 300 else detail[:297] + "..."
+    message = f"could not download {repo} from {hf_endpoint()}: {type(exc).__name__}: {detail}"
+    missing = isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError)) and not isinstance(exc, GatedRepoError)
+    return RemoteNotFound(message) if missing else DownloadError(message)
+
+
 def _progress_tqdm(progress: Progress) -> type:
-    """A tqdm class that mirrors byte counts into ``progress`` (huggingface_hub's progress hook)."""
+    """A tqdm class that mirrors huggingface_hub's byte counts into ``progress`` (its progress hook).
+
+    The bars are disabled, and a disabled tqdm neither counts nor keeps ``unit``, so each bar counts
+    its own bytes.  huggingface_hub >= 0.33 reports a snapshot on shared bars (bytes received and bytes
+    written, whose totals it raises as it learns file sizes); older releases use one bar per file, of
+    which ``model.bin`` is nearly all the bytes.  The largest bar is therefore the download's progress
+    in every version, where a sum would count bytes twice.
+    """
     from tqdm.auto import tqdm
+
+    bars: list[Any] = []
+    lock = threading.Lock()
 
     class _Tqdm(tqdm):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
+            self.counts_bytes = kwargs.get("unit") == "B"
+            self.count = int(kwargs.get("initial") or 0)
             super().__init__(*args, **kwargs)
-            if kwargs.get("unit") == "B" and self.total:
-                progress.update(total=(progress.total or 0) + int(self.total))
+            if self.counts_bytes:
+                with lock:
+                    bars.append(self)
+                self.publish()
 
         def update(self, n: float | None = 1) -> bool | None:
-            if self.unit == "B" and n:
-                progress.update(downloaded=progress.downloaded + int(n))
+            if self.counts_bytes and n:
+                self.count += int(n)
+                self.publish()
             return super().update(n)
+
+        def publish(self) -> None:
+            with lock:
+                done = max(bar.count for bar in bars)
+                total = max(int(bar.total or 0) for bar in bars)
+            progress.update(downloaded=done, total=total or None)
 
     return _Tqdm
 
@@ -378,7 +477,8 @@ def _fetch_once(url: str, part: Path, progress: Progress) -> None:
             if resp.status_code == 416 and start:
                 return  # the part is already complete; verification decides whether it is right
             if resp.status_code >= 400:
-                raise DownloadError(f"download of {url} failed: HTTP {resp.status_code} {resp.reason_phrase}")
+                error = RemoteNotFound if resp.status_code in (404, 410) else DownloadError
+                raise error(f"download of {url} failed: HTTP {resp.status_code} {resp.reason_phrase}")
             length = resp.headers.get("content-length")
             if resp.status_code == 206:
                 mode, offset = "ab", start

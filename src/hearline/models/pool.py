@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 
 from hearline.config import Settings
 from hearline.engines.base import Engine
-from hearline.models.download import DownloadError, DownloadManager, ModelNotInstalled, is_offline
+from hearline.models.download import (
+    DownloadError,
+    DownloadManager,
+    ModelUnavailable,
+    OfflineMode,
+    RemoteNotFound,
+    is_offline,
+)
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
 
 logger = logging.getLogger(__name__)
@@ -110,7 +117,12 @@ class ModelPool:
         return slot.engine
 
     async def _ensure_files(self, name: str | None, spec: ModelSpec) -> ModelSpec:
-        """Download a missing model first when that is allowed; otherwise load_engine explains what is missing."""
+        """Download a missing model first when that is allowed; otherwise load_engine explains what is missing.
+
+        A failed download is :class:`ModelUnavailable` (the model exists, fetching it failed: 503), except
+        for a hub repository the catalog does not list and the hub does not have: that name is simply
+        unknown (404), like any other unknown name.
+        """
         entry = spec_entry(spec)
         if spec.options.get("installed") is not False or entry is None or entry.download_kind is None:
             return spec
@@ -119,11 +131,24 @@ class ModelPool:
         logger.info("model %s is not installed; downloading it before first use", spec.name)
         try:
             await asyncio.to_thread(self.downloads.ensure, entry)
+        except OfflineMode:
+            raise  # offline mode switched on meanwhile: "not installed" (404), as without a download
+        except RemoteNotFound as exc:
+            if entry.source == "hub":
+                raise UnknownModel(spec.name, f"the hub has no repository {entry.repo!r}") from exc
+            raise self._unavailable(spec.name, exc) from exc
         except DownloadError as exc:
-            raise ModelNotInstalled(
-                f"model {spec.name!r} is not installed and downloading it failed: {exc}", spec.name
-            ) from exc
+            raise self._unavailable(spec.name, exc) from exc
         return self.resolve(name)
+
+    @staticmethod
+    def _unavailable(name: str, exc: DownloadError) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"model {name!r} is not installed and downloading it failed, so it cannot be used right now: {exc}. "
+            f"Retry later, check the server's network access (proxy, HF_ENDPOINT), or install it with "
+            f"`hearline models pull {name}` (or `hearline models import PATH`)",
+            name,
+        )
 
     async def preload(self, name: str | None = None) -> None:
         await self.get(name)

@@ -44,10 +44,10 @@ FASTER_WHISPER_SIZES = {
 
 
 class UnknownModel(LookupError):
-    """No model by that name or path."""
+    """No model by that name or path (``reason`` says how we know, e.g. the hub has no such repository)."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model {name!r} not found")
+    def __init__(self, name: str, reason: str = "") -> None:
+        super().__init__(f"model {name!r} not found" + (f": {reason}" if reason else ""))
         self.name = name
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hearline.audio.decode import AudioDecodeError
 from hearline.engines.base import EngineError, ModelFilesMissing, UnsupportedOption
 from hearline.languages import UnknownLanguage
+from hearline.models.download import ModelUnavailable
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
@@ -91,6 +92,8 @@ def to_api_error(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, UnknownModel):
         return APIError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, ModelUnavailable):  # known model, download failed: the server's problem, maybe transient
+        return APIError(503, str(exc), type="server_error", param="model", code="model_unavailable")
     if isinstance(exc, ModelFilesMissing):
         return APIError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, AudioDecodeError):
@@ -109,7 +112,9 @@ def to_api_error(exc: Exception) -> APIError:
 
 async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
     api_error = to_api_error(exc)
-    if api_error.status >= 500:
+    if api_error.status == 503:  # an operational condition with its own explanation: no traceback
+        logger.warning("%s %s -> 503: %s", request.method, request.url.path, api_error.message)
+    elif api_error.status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     else:
         logger.info("%s %s -> %d: %s", request.method, request.url.path, api_error.status, api_error.message)

@@ -2,9 +2,11 @@
 
 Each object carries OpenAI's ``id``/``object``/``created``/``owned_by`` (so ``client.models.list()`` works)
 and Hearline's extras: ``status`` (``loaded`` | ``installed`` | ``downloading`` | ``available``), ``engine``,
-``languages``, ``size_bytes``, ``memory_mb``, ``streaming``, ``default`` and, while a download runs or after
-it failed, ``download`` progress.  ``POST /v1/models/{id}`` starts a download (202; poll with GET);
-``DELETE /v1/models/{id}`` unloads, and with ``?remove=true`` also deletes the files.
+``languages``, ``size_bytes``, ``memory_mb``, ``streaming``, ``default``, ``checksum`` (null when none is
+published, as for the sherpa-onnx archives) with ``verification`` saying how a download is checked then,
+and, while a download runs or after it failed, ``download`` progress.  ``POST /v1/models/{id}`` starts a
+download (202; poll with GET); ``DELETE /v1/models/{id}`` unloads, and with ``?remove=true`` also deletes
+the files.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from hearline.config import Settings
 from hearline.models.catalog import POCKETSPHINX, ModelEntry
-from hearline.models.download import DownloadError, is_offline
+from hearline.models.download import DownloadError, checksum, is_offline, verification
 from hearline.models.download import remove as remove_model_files
 from hearline.models.pool import ModelPool
 from hearline.models.registry import RegistryError, all_entries
@@ -91,6 +93,8 @@ def model_object(entry: ModelEntry, spec: ModelSpec | None, pool: ModelPool, def
         "source": entry.source,
         "default": entry.name == default_name,
         "downloadable": entry.download_kind is not None,
+        "checksum": checksum(entry),
+        "verification": verification(entry),
         "path": str(path) if installed and path is not None else None,
     }
     if job is not None and (job.active or job.error):

@@ -33,10 +33,7 @@ class Clip:
 
 def manifest() -> list[Clip]:
     rows = json.loads((AUDIO_DIR / "manifest.json").read_text())
-    return [
-        Clip(r["id"], AUDIO_DIR / r["file"], r["language"], float(r["duration_s"]), r.get("text"))
-        for r in rows
-    ]
+    return [Clip(r["id"], AUDIO_DIR / r["file"], r["language"], float(r["duration_s"]), r.get("text")) for r in rows]
 
 
 def english_clips() -> list[Clip]:

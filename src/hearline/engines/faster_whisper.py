@@ -164,9 +164,7 @@ def locate_model(name: str, path: Path | None, settings: Any, repo: str | None =
 
     searched.append(f"Hugging Face cache ({repo})")
     try:
-        cached = Path(
-            huggingface_hub.snapshot_download(repo, local_files_only=True, allow_patterns=HUB_PATTERNS)
-        )
+        cached = Path(huggingface_hub.snapshot_download(repo, local_files_only=True, allow_patterns=HUB_PATTERNS))
         if not missing_files(cached):
             return cached
     except (LocalEntryNotFoundError, OSError) as exc:
@@ -375,9 +373,7 @@ class FasterWhisperEngine(Engine):
             text=join_text([s.text for s in segments]),
             segments=segments,
             language=info.language,
-            language_probability=float(info.language_probability)
-            if info.language_probability is not None
-            else None,
+            language_probability=float(info.language_probability) if info.language_probability is not None else None,
             duration=duration,
         )
 

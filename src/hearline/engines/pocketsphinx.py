@@ -118,11 +118,18 @@ class DecoderProcess:
 class PocketSphinxEngine(Engine):
     kind = "pocketsphinx"
 
-    def __init__(self, name: str = "pocketsphinx-en-us", model_dir: Path | None = None, max_decoders: int = 8):
+    def __init__(
+        self,
+        name: str = "pocketsphinx-en-us",
+        model_dir: Path | None = None,
+        max_decoders: int = 8,
+        offline_reserve: int = 1,
+    ):
         super().__init__(name)
         self.model_dir = model_dir or bundled_model_dir()
         self._check_files()
-        self._max_decoders = max(2, max_decoders)
+        self._offline_reserve = max(1, offline_reserve)
+        self._max_decoders = max(self._offline_reserve + 1, max_decoders)
         self._idle: queue.SimpleQueue[DecoderProcess] = queue.SimpleQueue()
         self._workers: list[DecoderProcess] = []
         self._lock = threading.Lock()
@@ -136,8 +143,13 @@ class PocketSphinxEngine(Engine):
 
     @property
     def max_open_streams(self) -> int:
-        """Live utterances that may hold a decoder at once; one decoder stays free for offline work."""
-        return self._max_decoders - 1
+        """Live utterances that may hold a decoder at once.
+
+        ``offline_reserve`` decoders stay free for whole-utterance passes (offline calls, live finals):
+        the pool runs that many batch jobs at once, so a live step taking a decoder for a new utterance
+        never has to wait for a batch job to end.
+        """
+        return self._max_decoders - self._offline_reserve
 
     @property
     def leases_in_use(self) -> int:
@@ -358,4 +370,5 @@ def load(spec, settings):  # type: ignore[no-untyped-def]
         name=spec.name,
         model_dir=spec.path,
         max_decoders=max(8, 2 * settings.max_concurrency_per_model),
+        offline_reserve=max(1, min(settings.max_concurrency_per_model, settings.workers)),  # the pool's batch lane
     )

@@ -86,6 +86,10 @@ class Policy:
     #: samples to gather before a partial job is worth a trip to a worker thread
     batch_samples: int = SAMPLE_RATE // 4
 
+    #: whether ``final``/``guess_final`` run the whole second pass themselves (True) or are quick steps
+    #: that hand it back as a :data:`FinalJob`; the session schedules them in the batch lane then
+    inline_final_pass: bool = False
+
     @property
     def needs_lease(self) -> bool:
         """Whether an open utterance holds a scarce engine resource (see the session's stream slots)."""
@@ -177,6 +181,8 @@ def _norm(word: str) -> str:
 
 class LocalAgreementPolicy(Policy):
     """LocalAgreement-2 over a trimmed window of the open utterance."""
+
+    inline_final_pass = True
 
     def __init__(
         self,

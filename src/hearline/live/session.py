@@ -49,6 +49,7 @@ from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions, Word
 from hearline.live.policies import FinalJob, Policy, Result, choose_policy
 from hearline.live.segmenter import Audio, Begin, Drop, End, Pause, Resume, Segmenter
 from hearline.models.pool import ModelPool, ServerBusy
+from hearline.models.scheduling import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class _Utterance:
         self.fed = 0  # samples handed to the policy
         self.paused = False  # speech stopped a moment ago (segmenter Pause, no Resume yet)
         self.guess: asyncio.Future[Result | None] | None = None  # final being prepared during this pause
+        self.guess_started: threading.Event | None = None  # set by the worker thread once that pass runs
         self.guess_tried = False
         self._chunks: deque[np.ndarray] = deque([audio])
         self.pending = int(audio.size)
@@ -562,7 +564,7 @@ class LiveSession:
             utt = self._utts[-1]
             if utt.guess is not None:
                 utt.guess.cancel()  # stale: saves the work if the pool has not started it
-            utt.paused, utt.guess, utt.guess_tried = False, None, False
+            utt.paused, utt.guess, utt.guess_tried, utt.guess_started = False, None, False, None
         self._wake.set()
 
     # -- decoder task: partials and finals -----------------------------------------------------
@@ -599,7 +601,7 @@ class LiveSession:
             if self._latest_partial is not None and self._latest_partial.utterance_id == utt.id:
                 self._latest_partial = None
             if utt.begun:
-                await self._job(policy.discard, reject=False)
+                await self._job(policy.discard, reject=False, lane=Lane.LIVE)
                 self._release_slot()
             self._done_with_head()
             return True
@@ -620,7 +622,7 @@ class LiveSession:
         try:
             # A busy pool may refuse partial work, unless the input is waiting on it (then it is the
             # only way forward and must queue like a final).
-            result = await self._job(policy.partial, audio, reject=not self._input_waiting)
+            result = await self._job(policy.partial, audio, reject=not self._input_waiting, lane=Lane.LIVE)
         except ServerBusy:
             utt.give_back(audio)  # newer audio joins it; the next step decodes all of it
             await asyncio.sleep(PARTIAL_RETRY_S)
@@ -643,15 +645,20 @@ class LiveSession:
         """End the head utterance and queue its final; a final pass that is a job runs on its own."""
         audio = utt.take()
         guess, utt.guess = utt.guess, None
+        if guess is not None and not guess.done() and utt.guess_started is not None and not utt.guess_started.is_set():
+            # Still queued as background work behind more urgent jobs: it is a final now, and the
+            # final pass below is queued as one.
+            guess.cancel()
         source: Result | Awaitable[Result]
         try:
             prepared = _result_of(guess)
             if prepared is not None:
                 # Speech never resumed after the pause the final was prepared in: the audio since is
                 # silence and the prepared result is the final.
-                source = await self._job(policy.final_from_guess, prepared, reject=False)
+                source = await self._job(policy.final_from_guess, prepared, reject=False, lane=Lane.LIVE)
             else:
-                outcome = await self._job(policy.final, audio, reject=False)
+                lane = Lane.NORMAL if policy.inline_final_pass else Lane.LIVE
+                outcome = await self._job(policy.final, audio, reject=False, lane=lane)
                 source = self._final_pass(outcome, guess)
         except Exception as exc:
             logger.exception("final decoding failed")
@@ -674,7 +681,7 @@ class LiveSession:
                 return prepared
         if isinstance(outcome, Result):
             return outcome
-        return await self._job(outcome, reject=False)  # a final is never refused
+        return await self._job(outcome, reject=False, lane=Lane.NORMAL)  # a final is never refused
 
     async def _deliver_final(
         self, utt: _Utterance, source: Result | Awaitable[Result], previous: asyncio.Task[None] | None
@@ -711,7 +718,8 @@ class LiveSession:
         audio = utt.take()
         try:
             # Optional work: a busy pool may refuse it (the final is then computed at the endpoint).
-            outcome = await self._job(policy.guess_final, audio, reject=True)
+            lane = Lane.BACKGROUND if policy.inline_final_pass else Lane.LIVE
+            outcome = await self._job(policy.guess_final, audio, reject=True, lane=lane)
         except ServerBusy:
             utt.give_back(audio)
             return True
@@ -727,7 +735,14 @@ class LiveSession:
             future: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
             future.set_result(outcome)
         else:
-            task = asyncio.create_task(self._prepare(outcome), name="live-guess")
+            started = threading.Event()
+
+            def prepare(job: FinalJob = outcome) -> Result:
+                started.set()
+                return job()
+
+            utt.guess_started = started
+            task = asyncio.create_task(self._prepare(prepare), name="live-guess")
             self._guesses.add(task)
             task.add_done_callback(self._guesses.discard)
             future = task
@@ -737,7 +752,7 @@ class LiveSession:
 
     async def _prepare(self, job: FinalJob) -> Result | None:
         try:
-            return await self._job(job, reject=True)
+            return await self._job(job, reject=True, lane=Lane.BACKGROUND)
         except ServerBusy:
             return None
         except Exception:
@@ -766,7 +781,7 @@ class LiveSession:
             self._holding_slot = False
             self._slot.release()
 
-    async def _job(self, fn: Callable[..., T], *args: Any, reject: bool) -> T:
+    async def _job(self, fn: Callable[..., T], *args: Any, reject: bool, lane: Lane) -> T:
         """``pool.run(fn, *args)``, tracked so close() can wait for the worker thread to let go."""
         assert self.engine is not None
         loop = asyncio.get_running_loop()
@@ -792,7 +807,7 @@ class LiveSession:
         self._jobs.add(done)
         done.add_done_callback(self._jobs.discard)
         try:
-            return await self.pool.run(self.engine, call, reject_when_full=reject)
+            return await self.pool.run(self.engine, call, reject_when_full=reject, lane=lane)
         finally:
             with lock:
                 if state[0] == "pending":  # never started (refused, or cancelled while waiting)

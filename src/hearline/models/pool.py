@@ -32,6 +32,7 @@ from hearline.models.download import (
     is_offline,
 )
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
+from hearline.models.scheduling import Lane, PriorityGate
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,16 @@ class _Slot:
     spec: ModelSpec
     engine: Engine | None = None
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    running: asyncio.Semaphore | None = None
-    waiting: int = 0
+    lanes: dict[bool, PriorityGate] | None = None  # live lane (True) and batch lane (False)
     last_used: float = field(default_factory=time.monotonic)
-    active: int = 0
+
+    @property
+    def active(self) -> int:
+        return sum(gate.active for gate in self.lanes.values()) if self.lanes else 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(gate.waiting for gate in self.lanes.values()) if self.lanes else 0
 
 
 class ModelPool:
@@ -65,6 +72,8 @@ class ModelPool:
             max_workers=settings.workers, thread_name_prefix="hearline-infer"
         )
         self._owns_executor = executor is None
+        # The live lane's own threads: its short steps never queue behind batch jobs for a thread.
+        self._live_executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hearline-live")
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._loading = 0
         self._guard = threading.Lock()
@@ -112,7 +121,10 @@ class ModelPool:
                     self._loading -= 1
                 slot.engine = engine
                 slot.last_used = time.monotonic()
-                slot.running = asyncio.Semaphore(self.settings.max_concurrency_per_model)
+                # Each lane admits as many jobs as it has threads, so waiting happens in the gate
+                # (by priority), never in an executor's first-come-first-served queue.
+                capacity = max(1, min(self.settings.max_concurrency_per_model, self.settings.workers))
+                slot.lanes = {True: PriorityGate(capacity), False: PriorityGate(capacity)}
                 self._evict_over_budget(keep=spec.name)
         return slot.engine
 
@@ -226,30 +238,30 @@ class ModelPool:
         fn: Callable[..., T],
         *args: Any,
         reject_when_full: bool = True,
+        lane: Lane = Lane.NORMAL,
     ) -> T:
-        """Run ``fn(*args)`` in a worker thread under the engine's concurrency limit.
+        """Run ``fn(*args)`` in a worker thread, admitted through the engine's gate for ``lane``.
 
-        With ``reject_when_full`` (REST requests) a full wait queue raises :class:`ServerBusy`; live
-        sessions pass ``False`` for work that must never be dropped, such as finals.
+        With ``reject_when_full`` (REST requests, optional live work) a full wait queue raises
+        :class:`ServerBusy`; live sessions pass ``False`` for work that must never be dropped, such as
+        finals.  :attr:`Lane.LIVE` work runs beside batch work instead of behind it (see
+        :mod:`hearline.models.scheduling`).
         """
         slot = self._slots.get(engine.name)
-        if slot is None or slot.running is None:
+        live = lane is Lane.LIVE
+        executor = self._live_executor if live else self._executor
+        if slot is None or slot.lanes is None:
             # An engine built outside the pool (tests, benchmarks): run it directly.
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        if reject_when_full and slot.waiting >= self.settings.max_queue_per_model and slot.running.locked():
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        gate = slot.lanes[live]
+        if reject_when_full and gate.full and gate.waiting >= self.settings.max_queue_per_model:
             raise ServerBusy(engine.name)
-        slot.waiting += 1
-        try:
-            await slot.running.acquire()
-        finally:
-            slot.waiting -= 1
-        slot.active += 1
+        await gate.acquire(int(lane))
         slot.last_used = time.monotonic()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         finally:
-            slot.active -= 1
-            slot.running.release()
+            gate.release()
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -259,6 +271,7 @@ class ModelPool:
                     await self._reaper
         for slot in self._slots.values():
             self._unload(slot)
-        if self._owns_executor:
-            with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError):
+            self._live_executor.shutdown(wait=False, cancel_futures=True)
+            if self._owns_executor:
                 self._executor.shutdown(wait=False, cancel_futures=True)

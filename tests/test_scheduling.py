@@ -1,0 +1,117 @@
+"""Lanes and the priority gate: who runs next when inference work queues up for one model.
+
+The gate is tested on its own (admission order, cancellation, capacity), and through a real
+``ModelPool`` with blocking jobs: a live step must finish while the batch lane is saturated, and a
+full batch lane must turn REST work away with ServerBusy while live work still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from hearline.models.pool import ModelPool, ServerBusy
+from hearline.models.scheduling import Lane, PriorityGate
+from tests.test_pool import _fake_engine, _settings  # noqa: F401  (autouse fixture registers the fake engine)
+
+
+async def _hold(gate: PriorityGate, priority: int, log: list[str], name: str, release: asyncio.Event) -> None:
+    await gate.acquire(priority)
+    log.append(name)
+    await release.wait()
+    gate.release()
+
+
+async def test_waiters_are_admitted_by_priority_then_arrival() -> None:
+    gate = PriorityGate(1)
+    log: list[str] = []
+    releases = {name: asyncio.Event() for name in ("first", "bg1", "normal1", "bg2", "normal2", "live")}
+    tasks = [asyncio.create_task(_hold(gate, Lane.NORMAL, log, "first", releases["first"]))]
+    await asyncio.sleep(0)
+    for name, lane in (("bg1", Lane.BACKGROUND), ("normal1", Lane.NORMAL), ("bg2", Lane.BACKGROUND),
+                       ("normal2", Lane.NORMAL), ("live", Lane.LIVE)):  # fmt: skip
+        tasks.append(asyncio.create_task(_hold(gate, lane, log, name, releases[name])))
+        await asyncio.sleep(0)
+    assert log == ["first"] and gate.waiting == 5 and gate.full
+    for name in ("first", "live", "normal1", "normal2", "bg1", "bg2"):
+        releases[name].set()
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert log == ["first", "live", "normal1", "normal2", "bg1", "bg2"]
+    assert gate.active == 0 and gate.waiting == 0
+
+
+async def test_a_cancelled_waiter_gives_up_its_place_and_leaks_nothing() -> None:
+    gate = PriorityGate(1)
+    await gate.acquire()
+    cancelled = asyncio.create_task(gate.acquire(Lane.LIVE))
+    later = asyncio.create_task(gate.acquire(Lane.BACKGROUND))
+    await asyncio.sleep(0)
+    assert gate.waiting == 2
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert gate.waiting == 1
+    gate.release()
+    await asyncio.wait_for(later, 1)
+    assert gate.active == 1
+    gate.release()
+    assert gate.active == 0
+
+
+async def test_a_waiter_cancelled_just_as_it_is_admitted_passes_the_place_on() -> None:
+    gate = PriorityGate(1)
+    await gate.acquire()
+    first = asyncio.create_task(gate.acquire())
+    second = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    gate.release()  # admits ``first`` (its future is resolved) ...
+    first.cancel()  # ... but it is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 1)  # the place went to the next waiter instead of leaking
+    assert gate.active == 1
+
+
+async def test_capacity_admits_that_many_at_once() -> None:
+    gate = PriorityGate(2)
+    await gate.acquire()
+    await gate.acquire()
+    third = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0.01)
+    assert not third.done() and gate.active == 2
+    gate.release()
+    await asyncio.wait_for(third, 1)
+    assert gate.active == 2
+
+
+async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) -> None:
+    """Batch jobs that block their threads must not delay a live step, and a full batch queue rejects REST work."""
+    pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=1))
+    engine = await pool.get("a")
+    unblock = threading.Event()
+    started = threading.Semaphore(0)
+
+    def batch_job() -> str:
+        started.release()
+        unblock.wait(10)
+        return "batch"
+
+    try:
+        batch = [asyncio.create_task(pool.run(engine, batch_job, reject_when_full=False)) for _ in range(3)]
+        for _ in range(2):  # both batch threads are now busy, the third job waits in the gate
+            await asyncio.to_thread(started.acquire, True, 5)
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServerBusy):
+            await pool.run(engine, batch_job)  # REST work is turned away, not queued without bound
+        live = await asyncio.wait_for(pool.run(engine, lambda: "live", lane=Lane.LIVE), 5)
+        assert live == "live"
+        assert all(not task.done() for task in batch)  # the live step really overtook them
+        unblock.set()
+        assert await asyncio.gather(*batch) == ["batch"] * 3
+    finally:
+        unblock.set()
+        await pool.close()

@@ -172,18 +172,37 @@ class HubServer(FileServer):
         self.cdn = cdn
         self.state.missing_headers = {"X-Error-Code": "RepoNotFound"}
 
-    def add_repo(self, repo: str, files: dict[str, bytes], lfs: tuple[str, ...] = ("model.bin",)) -> str:
-        """Publish ``files`` as ``repo`` at ``main``; returns the commit hash."""
+    def add_repo(
+        self,
+        repo: str,
+        files: dict[str, bytes],
+        lfs: tuple[str, ...] = ("model.bin",),
+        served: dict[str, bytes] | None = None,
+    ) -> str:
+        """Publish ``files`` as ``repo`` at ``main``; returns the commit hash.
+
+        The metadata (``siblings`` with ``blobId``/``size``/``lfs.sha256``, as ``?blobs=true`` returns
+        them, and the tree) describes ``files``; ``served`` replaces the bytes actually sent for some
+        files, to stand in for a corrupted transfer or a tampered mirror.
+        """
         commit = hashlib.sha1(repo.encode() + b"".join(files[name] for name in sorted(files))).hexdigest()
-        info = {"id": repo, "modelId": repo, "sha": commit, "private": False,
-                "siblings": [{"rfilename": name} for name in files]}  # fmt: skip
+        siblings = [self._sibling(name, data, name in lfs) for name, data in files.items()]
+        info = {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings}
         tree = [self._tree_entry(name, data, name in lfs) for name, data in files.items()]
+        sent = {**files, **(served or {})}
         for revision in ("main", commit):
             self.add(f"/api/models/{repo}/revision/{revision}", _json(info), {"Content-Type": "application/json"})
             self.add(f"/api/models/{repo}/tree/{revision}", _json(tree), {"Content-Type": "application/json"})
             for name, data in files.items():
-                self._add_file(repo, revision, commit, name, data, name in lfs)
+                self._add_file(repo, revision, commit, name, data, name in lfs, sent[name])
         return commit
+
+    @staticmethod
+    def _sibling(name: str, data: bytes, lfs: bool) -> dict[str, object]:
+        sibling: dict[str, object] = {"rfilename": name, "size": len(data), "blobId": _git_blob_id(data)}
+        if lfs:
+            sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        return sibling
 
     @staticmethod
     def _tree_entry(name: str, data: bytes, lfs: bool) -> dict[str, object]:
@@ -192,13 +211,13 @@ class HubServer(FileServer):
             entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
         return entry
 
-    def _add_file(self, repo: str, revision: str, commit: str, name: str, data: bytes, lfs: bool) -> None:
+    def _add_file(self, repo: str, revision: str, commit: str, name: str, data: bytes, lfs: bool, sent: bytes) -> None:
         path = f"/{repo}/resolve/{revision}/{name}"
         if not lfs:
-            self.add(path, data, {"X-Repo-Commit": commit, "ETag": f'"{_git_blob_id(data)}"'})
+            self.add(path, sent, {"X-Repo-Commit": commit, "ETag": f'"{_git_blob_id(data)}"'})
             return
         sha256 = hashlib.sha256(data).hexdigest()
-        location = self.cdn.add(f"/lfs/{sha256}", data, {"ETag": f'"{sha256}"'})
+        location = self.cdn.add(f"/lfs/{sha256}", sent, {"ETag": f'"{sha256}"'})
         self.state.redirects[path] = location
         self.state.headers[path] = {
             "X-Repo-Commit": commit,
@@ -222,6 +241,68 @@ def hub_server() -> Iterator[HubServer]:
             yield hub
         finally:
             hub.close()
+
+
+class GitHubServer(FileServer):
+    """A stand-in github.com and api.github.com on one loopback port, for release-asset downloads.
+
+    ``/{owner}/{repo}/releases/download/{tag}/{name}`` serves an asset's bytes and
+    ``/repos/{owner}/{repo}/releases/tags/{tag}`` the release as the REST API does, with each asset's
+    ``name``, ``size`` and ``digest`` (``sha256:<hex>``; GitHub has published one for every asset since
+    June 2025, older assets have ``null``).  Point ``HEARLINE_GITHUB_URL`` and ``HEARLINE_GITHUB_API``
+    at :attr:`url`.
+    """
+
+    def add_release(
+        self,
+        owner: str,
+        repo: str,
+        tag: str,
+        assets: dict[str, bytes],
+        digests: dict[str, str | None] | None = None,
+        embedded: bool = True,
+    ) -> dict[str, str]:
+        """Publish ``assets``; returns each one's download URL.
+
+        ``digests`` overrides what the API publishes for some assets (``None``: no digest, as for
+        assets uploaded before GitHub computed them).  With ``embedded=False`` the release object lists
+        no assets and the ``/releases/{id}/assets`` listing serves them one per page, linked by
+        ``Link: rel="next"``, as for a release with many assets.
+        """
+        release_id = abs(hash((owner, repo, tag))) % 10**9
+        urls = {
+            name: self.add(f"/{owner}/{repo}/releases/download/{tag}/{name}", data) for name, data in assets.items()
+        }
+        objects = [
+            {
+                "name": name,
+                "size": len(data),
+                "digest": (digests or {}).get(name, f"sha256:{hashlib.sha256(data).hexdigest()}"),
+                "browser_download_url": urls[name],
+            }
+            for name, data in assets.items()
+        ]
+        api = {"Content-Type": "application/json"}
+        release = {"id": release_id, "tag_name": tag, "assets": objects if embedded else []}
+        self.add(f"/repos/{owner}/{repo}/releases/tags/{tag}", _json(release), api)
+        listing = f"/repos/{owner}/{repo}/releases/{release_id}/assets"
+        for page, asset in enumerate(objects):
+            here = listing if page == 0 else f"{listing}/page{page + 1}"
+            headers = dict(api)
+            if page + 1 < len(objects):
+                headers["Link"] = f'<{self.url}{listing}/page{page + 2}>; rel="next"'
+            self.add(here, _json([asset]), headers)
+        return urls
+
+
+@contextmanager
+def github_server() -> Iterator[GitHubServer]:
+    server = GitHubServer()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _json(data: object) -> bytes:

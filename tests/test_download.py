@@ -31,7 +31,15 @@ from hearline.models.download import (
 )
 from hearline.models.registry import all_entries
 from hearline.models.resolve import FASTER_WHISPER, hub_entry, load_engine, resolve_model
-from tests.fileserver import FileServer, HubServer, file_server, hub_server, make_tar_bz2
+from tests.fileserver import (
+    FileServer,
+    GitHubServer,
+    HubServer,
+    file_server,
+    github_server,
+    hub_server,
+    make_tar_bz2,
+)
 from tests.helpers import clip
 
 SUBDIR = "sherpa-onnx-test-model-2026-01-01"
@@ -386,3 +394,102 @@ def test_engine_download_on_load_is_atomic_and_follows_auto_download(
     engine = load_engine(resolve_model("tiny", settings), settings)
     engine.close()
     assert (settings.model_dir / "faster-whisper-tiny" / "model.bin").read_bytes() == repo_files["model.bin"]
+
+
+def test_hub_snapshot_is_verified_against_the_hubs_checksums(hub: HubServer, repo_files: dict, tmp_path: Path) -> None:
+    """The hub publishes sha256 (LFS) and git blob ids (other files); bytes that differ install nothing.
+
+    huggingface_hub itself checks only sizes, so a same-size corruption must be caught by Hearline.
+    """
+    bad_model = bytes(b ^ 0xFF for b in repo_files["model.bin"][:64]) + repo_files["model.bin"][64:]
+    bad_config = repo_files["config.json"].replace(b"{", b" ", 1)
+    settings = _settings(tmp_path, {}, threads=1)
+    entry = all_entries(settings)["tiny"]
+    for served, what in (({"model.bin": bad_model}, "model.bin: sha256"),
+                         ({"config.json": bad_config}, "config.json: git-blob-sha1")):  # fmt: skip
+        hub.add_repo(HUB_REPO, repo_files, served=served)
+        with pytest.raises(ChecksumMismatch, match=what) as info:
+            download.pull(entry, settings)
+        assert "published by the hub" in str(info.value) and "nothing was installed" in str(info.value)
+        assert not (settings.model_dir / "faster-whisper-tiny").exists()
+        assert _leftovers(settings.model_dir) == []
+    hub.add_repo(HUB_REPO, repo_files)  # the hub serves the right bytes again
+    path = download.pull(entry, settings)
+    assert (path / "model.bin").read_bytes() == repo_files["model.bin"]
+
+
+def test_hub_file_without_declared_checksum_uses_the_hubs(hub: HubServer, tmp_path: Path) -> None:
+    """A single hub file with no sha1 in models.yaml: fetched at the commit the metadata names, then checked."""
+    body = os.urandom(300_000)
+    entry_yaml = {"type": "whisper_cpp", "repo": "someone/whisper.cpp", "repo_file": "ggml-test.bin"}
+    settings = _settings(tmp_path, {"ggml-test": entry_yaml})
+    entry = all_entries(settings)["ggml-test"]
+    assert "checksum the hub publishes for ggml-test.bin" in download.verification(entry, settings)
+
+    commit = hub.add_repo("someone/whisper.cpp", {"ggml-test.bin": body}, lfs=("ggml-test.bin",),
+                          served={"ggml-test.bin": os.urandom(len(body))})  # fmt: skip
+    with pytest.raises(ChecksumMismatch, match=r"sha256 .* published by the hub"):
+        download.pull(entry, settings)
+    assert not (settings.model_dir / "ggml-test.bin").exists() and _leftovers(settings.model_dir) == []
+    assert hub.state.gets(f"/someone/whisper.cpp/resolve/{commit}/ggml-test.bin")  # pinned to the commit
+
+    hub.add_repo("someone/whisper.cpp", {"ggml-test.bin": body}, lfs=("ggml-test.bin",))
+    assert download.pull(entry, settings).read_bytes() == body
+
+
+# -- GitHub release assets (the sherpa-onnx archives) ------------------------------------------------
+@pytest.fixture()
+def github() -> GitHubServer:
+    with github_server() as srv:
+        yield srv
+
+
+def _github_settings(tmp_path: Path, github: GitHubServer, url: str) -> Settings:
+    return _settings(tmp_path, {"test-model": _archive_entry(url, None)}, github_url=github.url, github_api=github.url)
+
+
+@pytest.mark.parametrize("embedded", [True, False], ids=["release-lists-assets", "paginated-asset-listing"])
+def test_release_asset_is_verified_against_githubs_digest(github: GitHubServer, tmp_path: Path, embedded) -> None:
+    other = {f"other-{i}.tar.bz2": os.urandom(100) for i in range(3)}
+    urls = github.add_release("k2-fsa", "sherpa-onnx", "asr-models", {**other, f"{SUBDIR}.tar.bz2": ARCHIVE},
+                              embedded=embedded)  # fmt: skip
+    settings = _github_settings(tmp_path, github, urls[f"{SUBDIR}.tar.bz2"])
+    entry = all_entries(settings)["test-model"]
+    assert "GitHub's release API" in download.verification(entry, settings)
+    path = download.pull(entry, settings)
+    assert (path / "model.int8.onnx").read_bytes() == MODEL_BYTES
+    assert github.state.gets("/repos/k2-fsa/sherpa-onnx/releases/tags/asr-models")
+    listing_pages = [r for r in github.state.requests if "/assets" in r.path]
+    assert len(listing_pages) == (0 if embedded else 4)  # the wanted asset is on the last of 4 pages
+
+
+def test_release_asset_that_differs_from_githubs_digest_installs_nothing(github: GitHubServer, tmp_path: Path) -> None:
+    urls = github.add_release("k2-fsa", "sherpa-onnx", "asr-models", {f"{SUBDIR}.tar.bz2": ARCHIVE},
+                              digests={f"{SUBDIR}.tar.bz2": "sha256:" + "ab" * 32})  # fmt: skip
+    settings = _github_settings(tmp_path, github, urls[f"{SUBDIR}.tar.bz2"])
+    with pytest.raises(ChecksumMismatch, match="GitHub's release API \\(k2-fsa/sherpa-onnx release 'asr-models'\\)"):
+        download.pull(all_entries(settings)["test-model"], settings)
+    assert not (settings.model_dir / SUBDIR).exists() and _leftovers(settings.model_dir) == []
+
+
+@pytest.mark.parametrize("case", ["no-digest", "unknown-release", "api-down"])
+def test_release_asset_without_a_digest_is_content_checked_with_a_warning(
+    github: GitHubServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    """Older assets have no digest, and the API may be unreachable: the download goes on, and says so."""
+    name = f"{SUBDIR}.tar.bz2"
+    urls = github.add_release("k2-fsa", "sherpa-onnx", "asr-models", {name: ARCHIVE}, digests={name: None})
+    settings = _github_settings(tmp_path, github, urls[name])
+    reason = {
+        "no-digest": "GitHub publishes no digest",
+        "unknown-release": "HTTP 404",
+        "api-down": "could not be reached",
+    }
+    if case == "unknown-release":
+        del github.state.files["/repos/k2-fsa/sherpa-onnx/releases/tags/asr-models"]
+    elif case == "api-down":
+        settings = settings.model_copy(update={"github_api": "http://127.0.0.1:9"})  # nothing listens on port 9
+    with caplog.at_level("WARNING", logger="hearline.models.download"):
+        path = download.pull(all_entries(settings)["test-model"], settings)
+    assert (path / "model.int8.onnx").read_bytes() == MODEL_BYTES
+    assert reason[case] in caplog.text and "only its contents are checked" in caplog.text

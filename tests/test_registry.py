@@ -114,14 +114,14 @@ def test_cli_info_names_expected_files(tmp_path: Path, capsys: pytest.CaptureFix
     info = json.loads(capsys.readouterr().out)
     assert info["name"] == "sensevoice-small"
     assert info["missing_files"] == [str(settings.model_dir / SENSE_DIR / f) for f in ("model.int8.onnx", "tokens.txt")]
-    # sherpa-onnx archives publish no checksum: info says so and what the install checks instead
+    # no checksum in the catalog for the sherpa-onnx archives: GitHub's release API is asked for the
+    # asset's digest when the download starts, and info says so and what is checked if it has none
     assert info["sha256"] is None and info["sha1"] is None
-    assert info["verification"] == "no published checksum; the install checks that the archive holds " + (
-        "model.int8.onnx, tokens.txt"
-    )
+    assert info["verification"].startswith("the download must match the sha256 digest and size GitHub's release API")
+    assert info["verification"].endswith("the install checks that the archive holds model.int8.onnx, tokens.txt")
     assert main(["models", "info", "nope", "--models-file", str(settings.models_file)]) == 2
     assert main(["models", "info", "paraformer-zh", "--model-dir", str(settings.model_dir)]) == 0
-    assert "verification    no published checksum; the install checks" in capsys.readouterr().out
+    assert "verification    the download must match the sha256 digest and size GitHub's" in capsys.readouterr().out
 
 
 def test_invalid_registry_is_reported_with_its_path(tmp_path: Path) -> None:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     idle_unload_s: float = 0.0  # 0: never unload idle models
     auto_download: bool = True  # fetch a missing catalog/models.yaml model on first use (never when offline)
     models_file: Path | None = None  # the models.yaml registry; None: <data dir>/models.yaml
+    # Where release downloads are recognised and their published digests asked (GitHub Enterprise:
+    # https://HOST and https://HOST/api/v3).
+    github_url: str = "https://github.com"
+    github_api: str = "https://api.github.com"
 
     # -- inference scheduling --
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))

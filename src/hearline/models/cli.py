@@ -187,7 +187,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         size_bytes=entry.size,
         sha1=entry.sha1,
         sha256=entry.sha256,
-        verification=download.verification(entry),
+        verification=download.verification(entry, settings),
         expected_files=[str(p) for p in entry.expected_files(settings.model_dir)],
         missing_files=[str(p) for p in entry.missing_files(settings.model_dir)],
         options=entry.options,

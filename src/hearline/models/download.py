@@ -6,8 +6,14 @@ Guarantees, because a half-written model is worse than none:
 - hub snapshots (faster-whisper) download into a temporary directory through ``huggingface_hub``, which
   resumes an interrupted file within the same pull; a pull that still fails removes that directory, so
   the next pull starts the snapshot over (huggingface_hub >= 1.0 discards partial files anyway);
-- the finished file is verified (SHA-1/SHA-256 when the catalog knows one, byte size otherwise) before use;
-  a mismatch deletes it and installs nothing;
+- the finished file is verified before use against a checksum its publisher publishes: the catalog's or
+  models.yaml's SHA-1/SHA-256 when it gives one (no request needed), else the one fetched when the download
+  starts: the hub's sha256 of every LFS file and git blob SHA-1 of every other file of the downloaded commit
+  (hub snapshots and single hub files), or the ``digest`` GitHub's release API gives for a release asset
+  (``HEARLINE_GITHUB_API``, default https://api.github.com; release URLs are recognised under
+  ``HEARLINE_GITHUB_URL``, default https://github.com).  A mismatch deletes the download and installs nothing.
+  When the publisher gives no checksum (older GitHub assets have no digest, or its API cannot be reached) the
+  download goes on, checked by size and contents only, and a warning says why;
 - archives are extracted into a temporary directory on the same filesystem and renamed into place, so a
   model directory either exists complete or not at all;
 - an ``fcntl`` lock per model makes a second process (or thread) wait and then find the model installed;
@@ -35,19 +41,27 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 import httpx
 
+from hearline import __version__
 from hearline.config import Settings
 from hearline.engines.base import ModelFilesMissing
 from hearline.models.catalog import FASTER_WHISPER, FASTER_WHISPER_FILES, FASTER_WHISPER_PATTERNS, ModelEntry
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoSibling
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 PARTIAL_DIR = ".hearline-partial"
 LOCK_DIR = ".locks"
+# The release-assets listing gives at most 100 assets a page; give up after this many pages (2000 assets),
+# since an unauthenticated client has 60 API requests an hour.
+MAX_ASSET_PAGES = 20
 
 
 class DownloadError(RuntimeError):
@@ -132,17 +146,22 @@ def missing_message(entry: ModelEntry, model_dir: Path, offline: bool) -> str:
 
 
 def checksum(entry: ModelEntry) -> str | None:
-    """``sha256:<hex>`` / ``sha1:<hex>`` when the catalog or models.yaml publishes one."""
+    """``sha256:<hex>`` / ``sha1:<hex>`` when the catalog or models.yaml gives one.
+
+    None means the expected checksum is not known before the download: it is then asked of the publisher
+    when the download starts (see :func:`verification`).
+    """
     if entry.sha256:
         return f"sha256:{entry.sha256}"
     return f"sha1:{entry.sha1}" if entry.sha1 else None
 
 
-def verification(entry: ModelEntry) -> str | None:
+def verification(entry: ModelEntry, settings: Settings) -> str | None:
     """How a download of ``entry`` is checked, in words (``models info``, ``/v1/models``); None: not downloadable.
 
-    The sherpa-onnx release archives publish no checksum, and none is invented: their install checks
-    that the extracted archive holds every file the model needs instead.
+    Nothing is invented: a checksum is either in the catalog/models.yaml or fetched from the publisher
+    (the hub's file metadata, GitHub's release-asset digest) at download time; where the publisher gives
+    none, the wording says what is checked instead.
     """
     kind = entry.download_kind
     if kind is None:
@@ -151,19 +170,186 @@ def verification(entry: ModelEntry) -> str | None:
     if kind == "snapshot":
         needed = ", ".join(sorted(set(entry.files.values()) | set(FASTER_WHISPER_FILES)))
         return (
-            "no published checksum; huggingface_hub checks each file's size against the hub "
-            f"and the install checks that {needed} exist"
+            "each file must match the checksum the hub publishes for the downloaded commit (sha256 for LFS "
+            f"files, git blob sha1 for the others) and its size; the install checks that {needed} exist"
         )
     digest = checksum(entry)
     if digest is not None:
         size = f" and be {entry.size} bytes" if kind == "file" and entry.size else ""
         return f"the download must match {digest}{size}" + (f"; the install checks {names} exist" if names else "")
+    contents = (
+        f"the install checks that the archive holds {names}" if names else "the archive is installed as it extracts"
+    )
     if kind == "file":
-        size = f"its size ({entry.size} bytes)" if entry.size else "that it downloaded completely"
-        return f"no published checksum; the install checks {size}"
+        contents = f"the install checks its size ({entry.size} bytes)" if entry.size else "it must download completely"
+    if entry.repo and entry.repo_file and not entry.url:
+        return (
+            f"the download must match the checksum the hub publishes for {entry.repo_file} (sha256 for an LFS "
+            f"file, git blob sha1 otherwise) and its size; if the hub gives none, {contents}"
+        )
+    url = source_url(entry)
+    if url is not None and github_release_asset(url, settings) is not None:
+        return (
+            "the download must match the sha256 digest and size GitHub's release API publishes for the asset, "
+            f"asked when the download starts; if GitHub gives none (older assets have none) or cannot be "
+            f"reached, {contents}"
+        )
     if names:
         return f"no published checksum; the install checks that the archive holds {names}"
+    if kind == "file":
+        return f"no published checksum; {contents}"
     return "no published checksum and no files listed: the archive is installed as it extracts"
+
+
+# -- checksums published by the source -------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishedChecksum:
+    """A checksum (and size) a download must match, with who published it (for messages)."""
+
+    algorithm: str  # "sha256" | "sha1" | "git-blob-sha1" (git's object id of a file: sha1 of "blob <len>\0" + bytes)
+    hexdigest: str
+    size: int | None
+    source: str
+
+
+class ChecksumUnavailable(Exception):
+    """The publisher's API gave no usable checksum; the message says why (the download is content-checked)."""
+
+
+def declared_checksum(entry: ModelEntry) -> PublishedChecksum | None:
+    """The catalog's or models.yaml's checksum; it always wins over one fetched at download time."""
+    source = "the catalog" if entry.source == "catalog" else "models.yaml"
+    if entry.sha256:
+        return PublishedChecksum("sha256", entry.sha256.lower(), None, source)
+    if entry.sha1:
+        return PublishedChecksum("sha1", entry.sha1.lower(), None, source)
+    return None
+
+
+@dataclass(frozen=True)
+class GitHubAsset:
+    """A release asset named by its download URL ``<web>/<owner>/<repo>/releases/download/<tag>/<name>``."""
+
+    owner: str
+    repo: str
+    tag: str
+    name: str
+
+
+_RELEASE_PATH = re.compile(r"([^/]+)/([^/]+)/releases/download/(.+)/([^/]+)")
+
+
+def github_release_asset(url: str, settings: Settings) -> GitHubAsset | None:
+    """The release asset ``url`` downloads, or None when it is not a release download URL of ``github_url``."""
+    base = settings.github_url.rstrip("/") + "/"
+    if not url.lower().startswith(base.lower()):
+        return None
+    match = _RELEASE_PATH.fullmatch(url[len(base) :].split("?", 1)[0].split("#", 1)[0])
+    if match is None:
+        return None
+    owner, repo, tag, name = (unquote(part) for part in match.groups())
+    return GitHubAsset(owner, repo, tag, name)
+
+
+def github_release_checksum(asset: GitHubAsset, settings: Settings) -> PublishedChecksum:
+    """The sha256 ``digest`` and ``size`` GitHub's REST API publishes for ``asset``.
+
+    ``GET /repos/{owner}/{repo}/releases/tags/{tag}`` embeds the release's assets; if the asset is not
+    among them the paginated ``/releases/{id}/assets`` listing is walked (``Link: rel="next"``).  Raises
+    :class:`ChecksumUnavailable` naming why when there is none to use: offline (no request is made),
+    unreachable API, unknown release or asset, rate limit, or an asset without a digest.
+    """
+    if is_offline(settings):
+        raise ChecksumUnavailable("offline mode is on, so GitHub's API was not asked")
+    api = settings.github_api.rstrip("/")
+    repo_path = f"{api}/repos/{quote(asset.owner, safe='')}/{quote(asset.repo, safe='')}"
+    headers = {
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": f"hearline/{__version__}",
+    }
+    with httpx.Client(headers=headers, timeout=httpx.Timeout(30.0), follow_redirects=True) as client:
+        release = _github_json(client, f"{repo_path}/releases/tags/{quote(asset.tag, safe='')}")
+        if not isinstance(release, dict):
+            raise ChecksumUnavailable(f"{api} answered the release query with {type(release).__name__}, not a release")
+        found = _find_asset(release.get("assets"), asset.name)
+        if found is None and release.get("id") is not None:
+            found = _page_assets(client, f"{repo_path}/releases/{release['id']}/assets?per_page=100", asset.name)
+    label = f"{asset.owner}/{asset.repo} release {asset.tag!r}"
+    if found is None:
+        raise ChecksumUnavailable(f"GitHub lists no asset {asset.name!r} in {label}")
+    digest = found.get("digest")
+    if not digest:
+        raise ChecksumUnavailable(f"GitHub publishes no digest for {asset.name!r} in {label} (older assets have none)")
+    algorithm, _, hexdigest = str(digest).partition(":")
+    if algorithm.lower() != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
+        raise ChecksumUnavailable(f"GitHub's digest {digest!r} for {asset.name!r} is not a sha256 this code knows")
+    size = found.get("size")
+    return PublishedChecksum(
+        "sha256", hexdigest.lower(), size if isinstance(size, int) else None, f"GitHub's release API ({label})"
+    )
+
+
+def _github_get(client: httpx.Client, url: str) -> httpx.Response:
+    try:
+        resp = client.get(url)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ChecksumUnavailable(f"GitHub's API could not be reached at {url} ({reason})") from exc
+    if resp.status_code in (403, 429) and resp.headers.get("x-ratelimit-remaining") == "0":
+        raise ChecksumUnavailable(f"GitHub's API rate limit is spent (HTTP {resp.status_code}); try again later")
+    if resp.status_code == 404:
+        raise ChecksumUnavailable(f"GitHub's API has no {url.split('/repos/', 1)[-1]} (HTTP 404)")
+    if resp.status_code >= 400:
+        raise ChecksumUnavailable(f"GitHub's API answered HTTP {resp.status_code} {resp.reason_phrase} for {url}")
+    return resp
+
+
+def _github_json(client: httpx.Client, url: str) -> Any:
+    return _json_body(_github_get(client, url))
+
+
+def _json_body(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ChecksumUnavailable(f"GitHub's API answered {resp.url} with invalid JSON ({exc})") from exc
+
+
+def _find_asset(assets: Any, name: str) -> dict[str, Any] | None:
+    if not isinstance(assets, list):
+        return None
+    return next((a for a in assets if isinstance(a, dict) and a.get("name") == name), None)
+
+
+def _page_assets(client: httpx.Client, url: str | None, name: str) -> dict[str, Any] | None:
+    """Walk the release's asset listing page by page (bounded) until ``name`` turns up."""
+    for _ in range(MAX_ASSET_PAGES):
+        if url is None:
+            return None
+        resp = _github_get(client, url)
+        found = _find_asset(_json_body(resp), name)
+        if found is not None:
+            return found
+        url = resp.links.get("next", {}).get("url")
+    logger.warning("stopped looking for %s after %d pages of release assets", name, MAX_ASSET_PAGES)
+    return None
+
+
+def _url_checksum(entry: ModelEntry, url: str, settings: Settings) -> tuple[PublishedChecksum | None, str | None]:
+    """The checksum a URL download is verified against, or why there is none (for the warning)."""
+    declared = declared_checksum(entry)
+    if declared is not None:
+        return declared, None
+    asset = github_release_asset(url, settings)
+    if asset is None:
+        return None, "neither the catalog/models.yaml nor its source publishes a checksum"
+    try:
+        published = github_release_checksum(asset, settings)
+    except ChecksumUnavailable as exc:
+        return None, str(exc)
+    logger.info("%s: GitHub publishes sha256 %s for %s", entry.name, published.hexdigest, asset.name)
+    return published, None
 
 
 # -- progress --------------------------------------------------------------------------------------
@@ -266,9 +452,9 @@ def _pull(
             return target
         started = time.perf_counter()
         if kind == "archive":
-            _install_archive(entry, model_dir, progress, retries)
+            _install_archive(entry, settings, progress, retries)
         elif kind == "file":
-            _install_file(entry, model_dir, progress, retries)
+            _install_file(entry, settings, progress, retries)
         else:
             _install_snapshot(entry, model_dir, progress)
         logger.info("installed %s in %s (%.1fs)", entry.name, target, time.perf_counter() - started)
@@ -281,28 +467,33 @@ def _staging(target: Path) -> Path:
     return staging
 
 
-def _install_file(entry: ModelEntry, model_dir: Path, progress: Progress, retries: int) -> None:
+def _install_file(entry: ModelEntry, settings: Settings, progress: Progress, retries: int) -> None:
     url = source_url(entry)
     assert url is not None
-    target = entry.expected_files(model_dir)[0]
+    if entry.repo and entry.repo_file and not entry.url and declared_checksum(entry) is None:
+        url, expected, why = _hub_file_checksum(entry, url)
+    else:
+        expected, why = _url_checksum(entry, url, settings)
+    target = entry.expected_files(settings.model_dir)[0]
     target.parent.mkdir(parents=True, exist_ok=True)
     part = _staging(target) / f"{_safe(entry.name)}--{target.name}.part"
     fetch(url, part, progress, retries=retries)
     progress.update(state="verifying")
-    verify(part, entry, check_size=True)
+    verify(part, entry, check_size=True, expected=expected, unverified_reason=why)
     os.replace(part, target)
 
 
-def _install_archive(entry: ModelEntry, model_dir: Path, progress: Progress, retries: int) -> None:
+def _install_archive(entry: ModelEntry, settings: Settings, progress: Progress, retries: int) -> None:
     url = source_url(entry)
     assert url is not None
-    target = entry.install_path(model_dir)
+    expected, why = _url_checksum(entry, url, settings)
+    target = entry.install_path(settings.model_dir)
     staging = _staging(target)
     archive_name = url.rsplit("/", 1)[-1].split("?", 1)[0]
     part = staging / f"{_safe(entry.name)}--{archive_name}.part"
     fetch(url, part, progress, retries=retries)
     progress.update(state="verifying")
-    verify(part, entry, check_size=True)
+    verify(part, entry, check_size=True, expected=expected, unverified_reason=why)
     progress.update(state="extracting")
     tmp = Path(tempfile.mkdtemp(prefix=f"{_safe(entry.name)}-", dir=staging))
     try:
@@ -342,9 +533,12 @@ def _replace_dir(source: Path, target: Path) -> None:
 
 
 def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) -> None:
-    """A hub repository (faster-whisper models) via ``huggingface_hub.snapshot_download``.
+    """A hub repository (faster-whisper models) via ``huggingface_hub.snapshot_download``, then verified.
 
-    The endpoint is passed per call because huggingface_hub reads ``HF_ENDPOINT`` once, at import.
+    The repository's file metadata is read first (:func:`hub_files`) and the snapshot is taken at that
+    commit, so the checksums and the bytes belong to the same revision even if ``main`` moves meanwhile;
+    every downloaded file is checked against them before the directory is installed.  The endpoint is
+    passed per call because huggingface_hub reads ``HF_ENDPOINT`` once, at import.
     """
     from huggingface_hub import snapshot_download
 
@@ -356,8 +550,10 @@ def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) ->
     patterns = list(FASTER_WHISPER_PATTERNS) if entry.engine == FASTER_WHISPER else None
     try:
         try:
+            commit, published = hub_files(entry.repo)
             snapshot_download(
                 entry.repo,
+                revision=commit,
                 local_dir=tmp,
                 allow_patterns=patterns,
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
@@ -370,9 +566,84 @@ def _install_snapshot(entry: ModelEntry, model_dir: Path, progress: Progress) ->
         missing = sorted(name for name in required if not (tmp / name).exists())
         if missing:
             raise DownloadError(f"{entry.repo} lacks {', '.join(missing)}")
+        progress.update(state="verifying")
+        _verify_snapshot(tmp, entry, commit, published)
         _replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def hub_files(repo: str) -> tuple[str, dict[str, PublishedChecksum | None]]:
+    """The commit ``main`` points at and, per file, the checksum the hub publishes for it there.
+
+    ``model_info(files_metadata=True)`` (``GET /api/models/{repo}/revision/main?blobs=true``) lists every
+    file with its size, git blob id and, for LFS files, the sha256 of the content.  Raises what the hub
+    client raises (see :func:`_hub_errors`).
+    """
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).model_info(repo, revision="main", files_metadata=True)
+    if not info.sha:
+        raise DownloadError(f"the hub at {hf_endpoint()} gave no commit for {repo}")
+    commit = str(info.sha)
+    source = f"the hub ({repo}@{commit[:12]})"
+    return commit, {sibling.rfilename: _sibling_checksum(sibling, source) for sibling in info.siblings or []}
+
+
+def _sibling_checksum(sibling: RepoSibling, source: str) -> PublishedChecksum | None:
+    """An LFS file's content sha256, else the git blob id of a file stored in git itself (None: no metadata)."""
+    if sibling.lfs is not None and sibling.lfs.sha256:
+        return PublishedChecksum("sha256", sibling.lfs.sha256.lower(), sibling.lfs.size, source)
+    if sibling.blob_id:
+        return PublishedChecksum("git-blob-sha1", sibling.blob_id.lower(), sibling.size, source)
+    return None
+
+
+def _hub_file_checksum(entry: ModelEntry, url: str) -> tuple[str, PublishedChecksum | None, str | None]:
+    """For a single hub file without a declared checksum: the URL pinned to the hub's commit and its checksum.
+
+    When the hub's metadata cannot be had the file is still fetched from ``url`` (a plain mirror serves
+    files without the API), checked by size only, and the reason is returned for the warning.
+    """
+    assert entry.repo is not None and entry.repo_file is not None
+    try:
+        commit, published = hub_files(entry.repo)
+    except _hub_errors() as exc:
+        error = _hub_download_error(entry.repo, exc)
+        if isinstance(error, RemoteNotFound):
+            raise error from exc
+        return url, None, f"the hub's file metadata could not be read ({error})"
+    if entry.repo_file not in published:
+        raise RemoteNotFound(f"{entry.repo} at {commit} has no file {entry.repo_file!r}")
+    pinned = f"{hf_endpoint()}/{entry.repo}/resolve/{commit}/{quote(entry.repo_file)}"
+    expected = published[entry.repo_file]
+    return pinned, expected, None if expected else f"the hub publishes no checksum for {entry.repo_file}"
+
+
+def _verify_snapshot(
+    root: Path, entry: ModelEntry, commit: str, published: dict[str, PublishedChecksum | None]
+) -> None:
+    """Check every downloaded file against the hub's checksum for ``commit``; ChecksumMismatch names the bad ones."""
+    problems: list[str] = []
+    checked = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix()
+        if name not in published:
+            problems.append(f"{name}: not a file of {entry.repo}@{commit}")
+            continue
+        expected = published[name]
+        if expected is None:
+            logger.warning("%s: the hub publishes no checksum for %s; only its presence is checked", entry.name, name)
+            continue
+        problems.extend(f"{name}: {problem}" for problem in _mismatches(path, expected))
+        checked += 1
+    if problems:
+        raise ChecksumMismatch(
+            f"download of {entry.repo} for {entry.name!r} does not match the hub's checksums "
+            f"({'; '.join(problems)}); nothing was installed"
+        )
+    logger.info("%s: %d files match the checksums the hub publishes for %s@%s", entry.name, checked, entry.repo,
+                commit)  # fmt: skip
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -510,31 +781,58 @@ def _content_range_total(value: str | None) -> int | None:
 
 
 def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
+    """Hex digest of a file; ``git-blob-sha1`` is git's object id (sha1 over ``blob <size>\\0`` + bytes)."""
+    if algorithm == "git-blob-sha1":
+        digest = hashlib.sha1()
+        digest.update(b"blob %d\0" % path.stat().st_size)
+    else:
+        digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def verify(path: Path, entry: ModelEntry, check_size: bool = True) -> None:
-    """Check the downloaded file against the entry's checksum (and size); delete it on mismatch."""
+def _mismatches(path: Path, expected: PublishedChecksum) -> list[str]:
+    """How ``path`` differs from ``expected`` (size first: a wrong size needs no hashing)."""
+    actual_size = path.stat().st_size
+    if expected.size is not None and actual_size != expected.size:
+        return [f"size {actual_size} != {expected.size} published by {expected.source}"]
+    actual = file_digest(path, expected.algorithm)
+    if actual != expected.hexdigest.lower():
+        return [f"{expected.algorithm} {actual} != expected {expected.hexdigest} published by {expected.source}"]
+    return []
+
+
+def verify(
+    path: Path,
+    entry: ModelEntry,
+    check_size: bool = True,
+    expected: PublishedChecksum | None = None,
+    unverified_reason: str | None = None,
+) -> None:
+    """Check a downloaded file against its checksum (and size); delete it on mismatch.
+
+    ``expected`` is the checksum to use (the declared one of ``entry`` when not given); with none, the
+    download is only size/content-checked and a warning names ``unverified_reason``.
+    """
+    expected = expected or declared_checksum(entry)
     problems = []
     if check_size and entry.size is not None and entry.download_kind == "file":
         actual = path.stat().st_size
         if actual != entry.size:
             problems.append(f"size {actual} != expected {entry.size}")
-    for algorithm, expected in (("sha256", entry.sha256), ("sha1", entry.sha1)):
-        if expected:
-            actual_hash = file_digest(path, algorithm)
-            if actual_hash.lower() != expected.lower():
-                problems.append(f"{algorithm} {actual_hash} != expected {expected}")
-            break
+    if expected is not None:
+        problems.extend(_mismatches(path, expected))
     else:
-        logger.warning("no checksum known for %s; only its content is checked", entry.name)
+        logger.warning("no checksum to verify %s against (%s); only its %s checked", entry.name,
+                       unverified_reason or "none is published",
+                       "contents are" if entry.download_kind == "archive" else "size is")  # fmt: skip
     if problems:
         path.unlink(missing_ok=True)
         raise ChecksumMismatch(f"downloaded file for {entry.name!r} is corrupt ({'; '.join(problems)}); removed it")
+    if expected is not None:
+        logger.info("%s matches %s %s from %s", entry.name, expected.algorithm, expected.hexdigest, expected.source)
 
 
 # -- archives ----------------------------------------------------------------------------------------

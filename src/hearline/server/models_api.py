@@ -94,7 +94,7 @@ def model_object(entry: ModelEntry, spec: ModelSpec | None, pool: ModelPool, def
         "default": entry.name == default_name,
         "downloadable": entry.download_kind is not None,
         "checksum": checksum(entry),
-        "verification": verification(entry),
+        "verification": verification(entry, pool.settings),
         "path": str(path) if installed and path is not None else None,
     }
     if job is not None and (job.active or job.error):

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 
 @dataclass
@@ -142,9 +143,12 @@ class FileServer:
         self.httpd.server_close()
 
 
+S = TypeVar("S", bound="FileServer")
+
+
 @contextmanager
-def file_server() -> Iterator[FileServer]:
-    server = FileServer()
+def file_server(kind: type[S] = FileServer) -> Iterator[S]:  # type: ignore[assignment]
+    server = kind()
     server.thread.start()
     try:
         yield server
@@ -297,12 +301,8 @@ class GitHubServer(FileServer):
 
 @contextmanager
 def github_server() -> Iterator[GitHubServer]:
-    server = GitHubServer()
-    server.thread.start()
-    try:
+    with file_server(GitHubServer) as server:
         yield server
-    finally:
-        server.close()
 
 
 def _json(data: object) -> bytes:

@@ -132,6 +132,12 @@ def corpus_audio(clips: list, gap_s: float = 1.0) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def looped(audio: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``n`` samples of ``audio`` repeated end to end, from ``start``: always whole blocks, so the count of
+    samples pushed is the session's sample clock (a block cut short at the wrap would make them drift)."""
+    return np.take(audio, np.arange(start, start + n), mode="wrap")
+
+
 async def one_realtime_session(pool: ModelPool, audio: np.ndarray, seconds: float, options: LiveOptions) -> float:
     """Stream ``seconds`` of ``audio`` (looped) at real time; the worst lag reported after the first 5 s."""
     session = LiveSession(pool, None, options)
@@ -148,8 +154,7 @@ async def one_realtime_session(pool: ModelPool, audio: np.ndarray, seconds: floa
     t0 = time.perf_counter()
     total = int(seconds * SR)
     for i in range(0, total, CHUNK):
-        j = i % audio.size
-        await session.push(audio[j : j + CHUNK])
+        await session.push(looped(audio, i, CHUNK))
         await asyncio.sleep(max(0.0, t0 + (i + CHUNK) / SR - time.perf_counter()))
     await session.flush()
     await reader
@@ -207,8 +212,7 @@ async def section_long(pool: ModelPool, clips: list, minutes: float, options: Li
     warm_rss = None
     started = time.perf_counter()
     for i in range(0, total, step):
-        j = i % one.size
-        block = one[j : j + step]
+        block = looped(one, i, step)
         await session.push(block)
         pushes_pos.append(i + block.size)
         pushes_t.append(time.perf_counter())

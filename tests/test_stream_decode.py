@@ -83,17 +83,21 @@ def _assert_same_audio(streamed: np.ndarray, whole: np.ndarray) -> None:
     assert streamed.dtype == np.float32
 
 
-def test_browser_webm_in_250ms_chunks_equals_whole_file_decode() -> None:
-    speech = clip("en_fw_jfk")
-    data = browser_webm(speech.path)
-    chunks = browser_chunks(data, speech.duration)
+def _stream_as_browser(data: bytes, duration: float) -> tuple[StreamDecoder, np.ndarray]:
+    """Push ``data`` in a browser's 250 ms pieces; checks the audio comes out as the data arrives, not at the end."""
+    chunks = browser_chunks(data, duration)
     assert len(chunks) >= 40  # ~11 s in 250 ms pieces
     decoder = StreamDecoder()
     outputs = [decoder.push(chunk) for chunk in chunks]
-    # decoded as the data arrives, not only at the end
-    assert sum(len(o) for o in outputs[: len(outputs) // 2]) > 16000 * speech.duration / 3
+    assert sum(len(o) for o in outputs[: len(outputs) // 2]) > 16000 * duration / 3
     outputs.append(decoder.finish())
-    streamed = np.concatenate(outputs)
+    return decoder, np.concatenate(outputs)
+
+
+def test_browser_webm_in_250ms_chunks_equals_whole_file_decode() -> None:
+    speech = clip("en_fw_jfk")
+    data = browser_webm(speech.path)
+    decoder, streamed = _stream_as_browser(data, speech.duration)
     assert decoder.container == "webm" and not decoder.truncated
     _assert_same_audio(streamed, decode_audio(data))
     # and the decoded audio is the clip itself
@@ -209,14 +213,7 @@ def test_fragmented_mp4_aac_in_250ms_chunks_equals_whole_file_decode() -> None:
     speech = clip("en_fw_jfk")
     data = safari_mp4(speech.path)
     assert data[4:8] == b"ftyp"
-    chunks = browser_chunks(data, speech.duration)
-    assert len(chunks) >= 40
-    decoder = StreamDecoder()
-    outputs = [decoder.push(chunk) for chunk in chunks]
-    # one fragment's samples are decoded as their bytes arrive, not when the fragment is complete
-    assert sum(len(o) for o in outputs[: len(outputs) // 2]) > 16000 * speech.duration / 3
-    outputs.append(decoder.finish())
-    streamed = np.concatenate(outputs)
+    decoder, streamed = _stream_as_browser(data, speech.duration)  # MP4: a fragment's samples as they arrive
     assert decoder.container == "mp4" and not decoder.truncated
     whole = decode_audio(data)
     assert len(streamed) == len(whole)

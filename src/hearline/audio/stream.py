@@ -313,16 +313,43 @@ def _uint(data: bytes) -> int:
     return int.from_bytes(data, "big") if data else 0
 
 
-class _WebMDemuxer:
-    """Push parser of a (live, unknown-size) Matroska stream, yielding the first audio track's packets."""
+class _BufferedDemuxer:
+    """What the push parsers share: the bytes not parsed yet and where they sit in the stream.
 
-    name = "webm"
-    unit = "WebM block"
+    The offset exists for error messages, so a client is told at which byte its stream went wrong.
+    """
+
+    label: str  # the container as error messages name it
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._skip = 0  # bytes of a skipped element still to drop
-        self._offset = 0  # stream offset of _buf[0], for error messages
+        self._offset = 0  # stream offset of _buf[0]
+        self._skip = 0  # bytes of an element being skipped still to drop (WebM, MP4)
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._offset += n
+
+    def _drop_skipped(self) -> bool:
+        """Drop what has arrived of an element being skipped; True while more of it is still to come."""
+        n = min(self._skip, len(self._buf))
+        self._consume(n)
+        self._skip -= n
+        return self._skip > 0
+
+    def _corrupt(self, what: str) -> StreamDecodeError:
+        return StreamDecodeError(f"corrupt {self.label} stream at byte {self._offset}: {what}")
+
+
+class _WebMDemuxer(_BufferedDemuxer):
+    """Push parser of a (live, unknown-size) Matroska stream, yielding the first audio track's packets."""
+
+    name = "webm"
+    label = "WebM"
+    unit = "WebM block"
+
+    def __init__(self) -> None:
+        super().__init__()
         self._seen_ebml = False
         self.track: int | None = None
         self.codec: tuple[str, bytes] | None = None
@@ -334,13 +361,8 @@ class _WebMDemuxer:
         self._buf += data
         packets: list[bytes] = []
         while True:
-            if self._skip:
-                n = min(self._skip, len(self._buf))
-                del self._buf[:n]
-                self._offset += n
-                self._skip -= n
-                if self._skip:
-                    return packets
+            if self._skip and self._drop_skipped():
+                return packets
             ident = _read_vint(self._buf, 0, keep_marker=True)
             if ident is None:
                 return packets
@@ -375,13 +397,6 @@ class _WebMDemuxer:
                 self._on_tracks(payload)
             else:
                 packets.extend(self._on_block(payload))
-
-    def _consume(self, n: int) -> None:
-        del self._buf[:n]
-        self._offset += n
-
-    def _corrupt(self, what: str) -> StreamDecodeError:
-        return StreamDecodeError(f"corrupt WebM stream at byte {self._offset}: {what}")
 
     def _on_ebml_header(self, payload: bytes) -> None:
         if self._seen_ebml:
@@ -480,15 +495,15 @@ class _WebMDemuxer:
 _OGG_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, sequence, crc, segments
 
 
-class _OggDemuxer:
+class _OggDemuxer(_BufferedDemuxer):
     """Push parser of an Ogg stream, yielding the packets of the first logical (Opus) stream."""
 
     name = "ogg"
+    label = "Ogg"
     unit = "Ogg page"
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._offset = 0
+        super().__init__()
         self._serial: int | None = None
         self._partial = bytearray()  # a packet continued on the next page
         self._packet_index = 0
@@ -503,7 +518,7 @@ class _OggDemuxer:
         while len(self._buf) >= _OGG_HEADER.size:
             capture, version, flags, _granule, serial, _seq, _crc, nsegs = _OGG_HEADER.unpack_from(self._buf)
             if capture != b"OggS" or version != 0:
-                raise StreamDecodeError(f"corrupt Ogg stream at byte {self._offset}: lost page sync")
+                raise self._corrupt("lost page sync")
             header = _OGG_HEADER.size + nsegs
             if len(self._buf) < header:
                 break
@@ -512,8 +527,7 @@ class _OggDemuxer:
             if len(self._buf) < end:
                 break
             body = bytes(self._buf[header:end])
-            del self._buf[:end]
-            self._offset += end
+            self._consume(end)
             if self._serial is None:
                 if not flags & 0x02:
                     raise StreamDecodeError("the Ogg stream does not begin with a stream header page")
@@ -618,16 +632,15 @@ class _TrackDefaults:
     size: int = 0
 
 
-class _Mp4Demuxer:
+class _Mp4Demuxer(_BufferedDemuxer):
     """Push parser of a fragmented MP4 stream, yielding the first audio track's samples."""
 
     name = "mp4"
+    label = "MP4"
     unit = "MP4 fragment"
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._offset = 0  # stream offset of _buf[0]
-        self._skip = 0  # bytes of a skipped box (or of the rest of an mdat) still to drop
+        super().__init__()
         self._mdat_end: int | None = None  # stream offset where the mdat being read ends (-1: at end of stream)
         self._samples: deque[tuple[int, int]] = deque()  # (stream offset, size) announced, not yet read
         self._seen_ftyp = False
@@ -644,12 +657,8 @@ class _Mp4Demuxer:
         self._buf += data
         packets: list[bytes] = []
         while True:
-            if self._skip:
-                n = min(self._skip, len(self._buf))
-                self._consume(n)
-                self._skip -= n
-                if self._skip:
-                    return packets
+            if self._skip and self._drop_skipped():
+                return packets
             if self._mdat_end is not None:
                 if not self._read_mdat(packets):
                     return packets
@@ -706,13 +715,6 @@ class _Mp4Demuxer:
             self._on_moov(payload)
         else:
             self._on_moof(payload, start)
-
-    def _consume(self, n: int) -> None:
-        del self._buf[:n]
-        self._offset += n
-
-    def _corrupt(self, what: str) -> StreamDecodeError:
-        return StreamDecodeError(f"corrupt MP4 stream at byte {self._offset}: {what}")
 
     # -- moov: the audio track and its codec --
 

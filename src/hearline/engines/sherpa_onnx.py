@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,31 +160,55 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     meta: dict[str, str] = {}
     try:
         with open(path, "rb") as fh:
-            while True:
-                tag = _read_varint(fh)
-                if tag is None:
-                    break
-                field_no, wire = tag >> 3, tag & 7
-                if wire == 0:
-                    _read_varint(fh)
-                elif wire == 1:
-                    fh.seek(8, os.SEEK_CUR)
-                elif wire == 5:
-                    fh.seek(4, os.SEEK_CUR)
-                elif wire == 2:
-                    length = _read_varint(fh)
-                    if length is None:
-                        break
-                    if field_no == 14:
-                        key, value = _parse_entry(fh.read(length))
-                        meta[key] = value
-                    else:
-                        fh.seek(length, os.SEEK_CUR)
-                else:
-                    raise ValueError(f"unexpected wire type {wire}")
+            for number, length in _length_fields(fh):
+                if number == 14:
+                    key, value = _parse_entry(fh.read(length))
+                    meta[key] = value
     except (OSError, ValueError, IndexError) as exc:
         raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
     return meta
+
+
+def onnx_output_names(path: Path) -> list[str]:
+    """Names of the graph's outputs (ModelProto.graph = 7, GraphProto.output = 12, ValueInfoProto.name = 1).
+
+    sherpa-onnx switches optional timing on by the outputs a graph has; reading them with seeks past the
+    weights costs a few reads even for a large model, like :func:`onnx_metadata`.
+    """
+    names: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for number, length in _length_fields(fh):
+                if number == 7:  # the graph; fh is now at its value
+                    graph_end = fh.tell() + length
+                    break
+            else:
+                return names
+            for number, length in _length_fields(fh, end=graph_end):
+                if number == 12:
+                    names.append(_string_field(fh.read(length), 1))
+    except (OSError, ValueError, IndexError) as exc:
+        raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
+    return names
+
+
+def _length_fields(fh, end: int | None = None) -> Iterator[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """``(field number, length)`` of each length-delimited field of a message read from ``fh`` (up to ``end``).
+
+    At each yield ``fh`` is at the field's value; a value the caller does not read is seeked past, so a
+    model's weights are never read.  Fields of other wire types are skipped.
+    """
+    while end is None or fh.tell() < end:
+        tag = _read_varint(fh)
+        if tag is None:
+            return
+        length = _skip(fh, tag & 7)
+        if length is None:
+            continue
+        start = fh.tell()
+        yield tag >> 3, length
+        if fh.tell() == start:
+            fh.seek(length, os.SEEK_CUR)
 
 
 def _skip(fh, wire: int) -> int | None:  # type: ignore[no-untyped-def]
@@ -199,48 +224,6 @@ def _skip(fh, wire: int) -> int | None:  # type: ignore[no-untyped-def]
     else:
         raise ValueError(f"unexpected wire type {wire}")
     return None
-
-
-def onnx_output_names(path: Path) -> list[str]:
-    """Names of the graph's outputs (ModelProto.graph = 7, GraphProto.output = 12, ValueInfoProto.name = 1).
-
-    sherpa-onnx switches optional timing on by the outputs a graph has; reading them with seeks past the
-    weights costs a few reads even for a large model, like :func:`onnx_metadata`.
-    """
-    names: list[str] = []
-    try:
-        with open(path, "rb") as fh:
-            graph_end = _field_end(fh, 7)
-            if graph_end is None:
-                return names
-            while fh.tell() < graph_end:
-                tag = _read_varint(fh)
-                if tag is None:
-                    break
-                length = _skip(fh, tag & 7)
-                if length is None:
-                    continue
-                if tag >> 3 == 12:
-                    names.append(_string_field(fh.read(length), 1))
-                else:
-                    fh.seek(length, os.SEEK_CUR)
-    except (OSError, ValueError, IndexError) as exc:
-        raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
-    return names
-
-
-def _field_end(fh, number: int) -> int | None:  # type: ignore[no-untyped-def]
-    """Advance to the value of top-level length-delimited field ``number``; return where it ends (None: absent)."""
-    while True:
-        tag = _read_varint(fh)
-        if tag is None:
-            return None
-        length = _skip(fh, tag & 7)
-        if length is None:
-            continue
-        if tag >> 3 == number:
-            return fh.tell() + length
-        fh.seek(length, os.SEEK_CUR)
 
 
 def _string_field(data: bytes, number: int) -> str:

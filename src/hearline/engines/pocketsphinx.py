@@ -40,6 +40,7 @@ from hearline.engines.base import (
     join_text,
 )
 from hearline.engines.segments import group_words, split_long
+from hearline.models.scheduling import lane_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -370,5 +371,5 @@ def load(spec, settings):  # type: ignore[no-untyped-def]
         name=spec.name,
         model_dir=spec.path,
         max_decoders=max(8, 2 * settings.max_concurrency_per_model),
-        offline_reserve=max(1, min(settings.max_concurrency_per_model, settings.workers)),  # the pool's batch lane
+        offline_reserve=lane_capacity(settings),  # as many as the pool's batch lane runs at once
     )

@@ -151,9 +151,8 @@ def checksum(entry: ModelEntry) -> str | None:
     None means the expected checksum is not known before the download: it is then asked of the publisher
     when the download starts (see :func:`verification`).
     """
-    if entry.sha256:
-        return f"sha256:{entry.sha256}"
-    return f"sha1:{entry.sha1}" if entry.sha1 else None
+    declared = declared_checksum(entry)
+    return f"{declared.algorithm}:{declared.hexdigest}" if declared else None
 
 
 def verification(entry: ModelEntry, settings: Settings) -> str | None:
@@ -182,7 +181,7 @@ def verification(entry: ModelEntry, settings: Settings) -> str | None:
     )
     if kind == "file":
         contents = f"the install checks its size ({entry.size} bytes)" if entry.size else "it must download completely"
-    if entry.repo and entry.repo_file and not entry.url:
+    if _hub_file(entry):
         return (
             f"the download must match the checksum the hub publishes for {entry.repo_file} (sha256 for an LFS "
             f"file, git blob sha1 otherwise) and its size; if the hub gives none, {contents}"
@@ -216,13 +215,18 @@ class ChecksumUnavailable(Exception):
     """The publisher's API gave no usable checksum; the message says why (the download is content-checked)."""
 
 
+def _hub_file(entry: ModelEntry) -> bool:
+    """One file of a hub repository (whisper.cpp ggml files), fetched from the hub rather than a URL."""
+    return bool(entry.repo and entry.repo_file and not entry.url)
+
+
 def declared_checksum(entry: ModelEntry) -> PublishedChecksum | None:
     """The catalog's or models.yaml's checksum; it always wins over one fetched at download time."""
     source = "the catalog" if entry.source == "catalog" else "models.yaml"
     if entry.sha256:
-        return PublishedChecksum("sha256", entry.sha256.lower(), None, source)
+        return PublishedChecksum("sha256", entry.sha256, None, source)
     if entry.sha1:
-        return PublishedChecksum("sha1", entry.sha1.lower(), None, source)
+        return PublishedChecksum("sha1", entry.sha1, None, source)
     return None
 
 
@@ -470,7 +474,7 @@ def _staging(target: Path) -> Path:
 def _install_file(entry: ModelEntry, settings: Settings, progress: Progress, retries: int) -> None:
     url = source_url(entry)
     assert url is not None
-    if entry.repo and entry.repo_file and not entry.url and declared_checksum(entry) is None:
+    if _hub_file(entry) and declared_checksum(entry) is None:
         url, expected, why = _hub_file_checksum(entry, url)
     else:
         expected, why = _url_checksum(entry, url, settings)

@@ -32,7 +32,7 @@ from hearline.models.download import (
     is_offline,
 )
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
-from hearline.models.scheduling import Lane, PriorityGate
+from hearline.models.scheduling import Lane, PriorityGate, lane_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +121,7 @@ class ModelPool:
                     self._loading -= 1
                 slot.engine = engine
                 slot.last_used = time.monotonic()
-                # Each lane admits as many jobs as it has threads, so waiting happens in the gate
-                # (by priority), never in an executor's first-come-first-served queue.
-                capacity = max(1, min(self.settings.max_concurrency_per_model, self.settings.workers))
+                capacity = lane_capacity(self.settings)
                 slot.lanes = {True: PriorityGate(capacity), False: PriorityGate(capacity)}
                 self._evict_over_budget(keep=spec.name)
         return slot.engine

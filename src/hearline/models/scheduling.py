@@ -23,11 +23,19 @@ import heapq
 import itertools
 from enum import IntEnum
 
+from hearline.config import Settings
+
 
 class Lane(IntEnum):
     LIVE = 0
     NORMAL = 1
     BACKGROUND = 2
+
+
+def lane_capacity(settings: Settings) -> int:
+    """Jobs each lane of a model admits at once: as many as it has threads, so waiting happens in the
+    gate (by priority), never in an executor's first-come-first-served queue."""
+    return max(1, min(settings.max_concurrency_per_model, settings.workers))
 
 
 class PriorityGate:

@@ -7,7 +7,8 @@ For the default model (bundled PocketSphinx) on this machine, in one run:
      t - t0 - a;
   2. accuracy: corpus WER of those streamed finals vs the offline transcription of the same clips;
   3. throughput: the engine's offline real-time factor -> bound = cores / RTF, and how many concurrent
-     real-time sessions keep their reported lag under 1 s for ``--concurrency-seconds``;
+     real-time sessions keep their reported lag under 1 s for ``--concurrency-seconds`` (with the
+     final latency and the share of audio that partials skipped to keep up, per trial);
   4. endurance: one ``--long-minutes`` session (clips concatenated with pauses) streamed as fast as it
      goes: RSS growth and final latency (from the push of the utterance's last sample to its final) in
      the first vs the last tenth.
@@ -138,17 +139,27 @@ def looped(audio: np.ndarray, start: int, n: int) -> np.ndarray:
     return np.take(audio, np.arange(start, start + n), mode="wrap")
 
 
-async def one_realtime_session(pool: ModelPool, audio: np.ndarray, seconds: float, options: LiveOptions) -> float:
-    """Stream ``seconds`` of ``audio`` (looped) at real time; the worst lag reported after the first 5 s."""
+async def one_realtime_session(
+    pool: ModelPool, audio: np.ndarray, seconds: float, options: LiveOptions
+) -> tuple[float, list[float], float]:
+    """Stream ``seconds`` of ``audio`` (looped) at real time.
+
+    Returns the worst lag reported after the first 5 s, each final's latency after its end of speech
+    (audio clock) and the share of audio that partial decoding passed over because it was behind.
+    """
     session = LiveSession(pool, None, options)
     await session.start()
     worst = 0.0
+    final_latency: list[float] = []
+    t0 = time.perf_counter()
 
     async def read() -> None:
         nonlocal worst
         async for event in session.events():
             if isinstance(event, Lag) and session.audio_seconds > 5:
                 worst = max(worst, event.seconds)
+            elif isinstance(event, Final) and event.text:
+                final_latency.append(time.perf_counter() - t0 - event.end)
 
     reader = asyncio.create_task(read())
     t0 = time.perf_counter()
@@ -159,7 +170,7 @@ async def one_realtime_session(pool: ModelPool, audio: np.ndarray, seconds: floa
     await session.flush()
     await reader
     await session.close()
-    return worst
+    return worst, final_latency, session.partial_skipped / max(1, total)
 
 
 async def section_concurrency(pool: ModelPool, clips: list, bound: float, seconds: float, options: LiveOptions) -> dict:
@@ -169,11 +180,17 @@ async def section_concurrency(pool: ModelPool, clips: list, bound: float, second
     async def trial(n: int) -> bool:
         rng = np.random.default_rng(n)
         offsets = [int(rng.integers(0, audio.size)) for _ in range(n)]
-        worst = await asyncio.gather(
+        runs = await asyncio.gather(
             *(one_realtime_session(pool, np.roll(audio, -off), seconds, options) for off in offsets)
         )
-        results[n] = max(worst)
-        print(f"    {n} sessions: worst lag {results[n]:.2f} s", flush=True)
+        results[n] = max(worst for worst, _, _ in runs)
+        latency = [v for _, values, _ in runs for v in values]
+        skipped = sum(share for _, _, share in runs) / n
+        print(
+            f"    {n} sessions: worst lag {results[n]:.2f} s; final latency {fmt(latency)}; "
+            f"audio passed over by partials {skipped:.0%}",
+            flush=True,
+        )
         return results[n] < 1.0
 
     n = max(1, math.floor(0.8 * bound))
@@ -245,7 +262,7 @@ async def main(args: argparse.Namespace) -> None:
         settings = Settings.load(model_dir=Path(tmp) / "models", max_concurrency_per_model=args.max_streams)
         pool = ModelPool(settings)
         engine = await pool.get(None)
-        options = LiveOptions(language="en")
+        options = LiveOptions(language="en", pause_ms=args.pause_ms)
         print(f"model: {engine.name} ({engine.kind}); cores: {cores}; clips: {len(clips)}", flush=True)
         print(
             f"pool: {settings.workers} worker threads, {args.max_streams} concurrent jobs/decoders per model",
@@ -301,6 +318,12 @@ if __name__ == "__main__":
         type=int,
         default=12,
         help="max_concurrency_per_model for the pool (PocketSphinx makes this many decoders for open utterances)",
+    )
+    parser.add_argument(
+        "--pause-ms",
+        type=int,
+        default=LiveOptions.pause_ms,
+        help="silence after which a final is prepared ahead of the endpoint (LiveOptions.pause_ms; 0: off)",
     )
     ns = parser.parse_args()
     if ns.clips is None:

@@ -254,7 +254,7 @@ async def test_close_mid_utterance_leaves_nothing_behind(pool: ModelPool) -> Non
 async def test_final_prepared_in_a_pause_is_dropped_when_speech_resumes(pool: ModelPool) -> None:
     """A pause shorter than the endpoint: the final prepared in it is stale and both halves are in the final."""
     half = audio_of("en_pocketsphinx_goforward")
-    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)  # > pause_ms 200, < silence_ms 500
+    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)  # > pause_ms, < silence_ms 500
     audio = np.concatenate([half, pause, half])
     session = LiveSession(pool, None, LiveOptions(language="en", silence_ms=500, pause_ms=200))
     await session.start()
@@ -308,6 +308,53 @@ async def test_final_prepared_in_the_pause_before_the_endpoint(
     results = [e for e in finals(events) if e.text]
     assert len(results) == 2 and all(wer("go forward ten meters", e.text) <= 0.25 for e in results)
     assert len(passes) == 2, passes  # the pass started in each pause became that utterance's final
+
+
+async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(pool: ModelPool) -> None:
+    """PocketSphinx stream: audio passed over by partial decoding keeps the text before the gap and is in
+    the final pass, which equals offline decoding of the whole utterance."""
+    engine = await pool.get(None)
+    audio = audio_of("en_ljspeech_LJ001-0001")
+    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+    third = audio.size // 3
+
+    def stream_with_gap() -> tuple[str, str, str, str]:
+        stream = engine.open_stream(TranscribeOptions(language="en"))
+        try:
+            stream.accept(audio[:third])
+            before = stream.partial()
+            stream.skip(audio[third : 2 * third])
+            at_gap = stream.partial()
+            stream.accept(audio[2 * third :])
+            after = stream.partial()
+            return before, at_gap, after, stream.finish().text
+        finally:
+            stream.close()
+
+    before, at_gap, after, final = await asyncio.get_running_loop().run_in_executor(None, stream_with_gap)
+    assert before and at_gap == before  # nothing of the skipped stretch was decoded for the partial
+    assert after.startswith(before) and len(after.split()) > len(before.split())
+    assert final == offline.text  # the final pass covered the skipped stretch too
+    assert engine.leases_in_use == 0
+
+
+async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: ModelPool) -> None:
+    """Audio pushed far faster than it is decoded: partials pass over older audio, the final loses nothing."""
+    engine = await pool.get(None)
+    audio = audio_of("en_ljspeech_LJ001-0001")
+    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+    results = {}
+    for behind in (0.0, 0.3):
+        # vad=False: the whole clip is one utterance, ended by flush, so its final is comparable to offline
+        session = LiveSession(pool, None, LiveOptions(language="en", vad=False, max_partial_behind_s=behind))
+        await session.start()
+        events = await run_session(session, audio, chunk_s=1.0)
+        results[behind] = (session.partial_skipped, events)
+    for behind, (_, events) in results.items():
+        assert [e.text for e in finals(events)] == [offline.text], behind
+        assert any(isinstance(e, Partial) and e.text for e in events), behind
+    assert results[0.0][0] == 0  # 0 turns skipping off
+    assert results[0.3][0] > 0  # 1 s blocks arrive faster than 0.3 s behind allows
 
 
 async def test_start_rejects_unsupported_language(pool: ModelPool) -> None:

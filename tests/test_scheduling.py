@@ -115,3 +115,44 @@ async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) 
     finally:
         unblock.set()
         await pool.close()
+
+
+async def test_speculative_work_runs_only_on_spare_capacity(tmp_path: Path) -> None:
+    """A refusable BACKGROUND job (a final guessed in a pause) runs on an idle lane and is refused as soon
+    as work someone waits for holds the lane's last spare slot; the same job may still queue when told to."""
+    pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=8))
+    engine = await pool.get("a")
+    unblock = threading.Event()
+    started = threading.Semaphore(0)
+
+    def final_pass() -> str:
+        started.release()
+        unblock.wait(10)
+        return "final"
+
+    try:
+        assert await pool.run(engine, lambda: "guess", lane=Lane.BACKGROUND) == "guess"  # idle lane
+        final = asyncio.create_task(pool.run(engine, final_pass, reject_when_full=False))
+        await asyncio.to_thread(started.acquire, True, 5)
+        with pytest.raises(ServerBusy):
+            await pool.run(engine, lambda: "guess", lane=Lane.BACKGROUND)  # would take the last slot
+        assert await pool.run(engine, lambda: "rest") == "rest"  # a request still gets that slot
+        queued = asyncio.create_task(pool.run(engine, lambda: "kept", reject_when_full=False, lane=Lane.BACKGROUND))
+        unblock.set()
+        assert await asyncio.gather(final, queued) == ["final", "kept"]
+    finally:
+        unblock.set()
+        await pool.close()
+
+
+def test_spare_leaves_one_slot_for_waited_for_work() -> None:
+    gate = PriorityGate(3)
+    assert gate.spare
+    gate.active = 1
+    assert gate.spare
+    gate.active = 2
+    assert not gate.spare and not gate.full
+    single = PriorityGate(1)
+    assert single.spare  # one slot: speculation may use it while it is idle
+    single.active = 1
+    assert not single.spare

@@ -100,6 +100,15 @@ class EngineStream(ABC):
     def accept(self, audio: np.ndarray) -> None:
         """Feed more 16 kHz float32 samples of the current utterance."""
 
+    def skip(self, audio: np.ndarray) -> None:
+        """Samples of the current utterance that the live pipeline has no time to decode incrementally.
+
+        Called when partial decoding fell behind (newest audio wins).  Engines whose final is a second
+        pass over the utterance's audio keep these samples for that pass and resume incremental
+        decoding after the gap, so the final loses nothing; by default they are decoded like the rest.
+        """
+        self.accept(audio)
+
     @abstractmethod
     def partial(self) -> str:
         """Best hypothesis so far for the current utterance."""

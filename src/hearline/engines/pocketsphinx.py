@@ -291,6 +291,13 @@ class PocketSphinxStream(EngineStream):
         self._audio.append(audio)
         self._partial = _clean_text(worker.call("stream_accept", float_to_pcm16(audio)))
 
+    def skip(self, audio: np.ndarray) -> None:
+        if audio.size == 0:
+            return
+        worker = self._ensure()
+        self._audio.append(np.asarray(audio, dtype=np.float32).reshape(-1))  # the final pass decodes it
+        self._partial = _clean_text(worker.call("stream_skip"))
+
     def partial(self) -> str:
         return self._partial if self._worker is not None else ""
 

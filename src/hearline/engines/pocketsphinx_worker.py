@@ -21,6 +21,11 @@ STREAM_PIECE_BYTES = 3200  # 0.1 s of 16 kHz s16le: the streaming front end cons
 # search): no flat-lexicon or best-path passes and narrower beams cut the streaming cost about threefold.
 PARTIAL_SEARCH = {"fwdflat": False, "bestpath": False, "beam": 1e-40, "wbeam": 1e-30, "pbeam": 1e-40, "maxhmmpf": 3000}
 
+# The whole-utterance pass (offline calls and live finals) keeps PocketSphinx's default beams but caps
+# the active HMMs per frame at 6000 instead of 30000: on the English reference clips that is ~13 % less
+# CPU for the same corpus WER (whole clips and VAD utterances alike), and it is what a final waits for.
+FULL_SEARCH = {"maxhmmpf": 6000}
+
 SILENT_RMS = 3.0  # s16 units (-80 dBFS): below this an utterance holds no speech at all
 
 RawWord = tuple[str, float, float, float | None]  # word, start s, end s, probability
@@ -40,7 +45,7 @@ def serve(conn: Connection, model_dir: str) -> None:
             **search,
         )
 
-    worker = _Worker(make_decoder(), lambda: make_decoder(**PARTIAL_SEARCH))
+    worker = _Worker(make_decoder(**FULL_SEARCH), lambda: make_decoder(**PARTIAL_SEARCH))
     conn.send(("ready", None))
     while True:
         try:
@@ -64,6 +69,7 @@ class _Worker:
         self._make_partial_decoder = make_partial_decoder
         self._partial_decoder: Any = None
         self.streaming = False
+        self._before_gap = ""  # partial text decoded before audio was skipped (stream_skip)
 
     def decode(self, pcm: bytes) -> list[RawWord]:
         """One utterance from a clean front-end state, so the result depends only on ``pcm``."""
@@ -83,14 +89,32 @@ class _Worker:
             self.partial_decoder.set_cmn(cmn)
         self.partial_decoder.start_utt()
         self.streaming = True
+        self._before_gap = ""
 
     def stream_accept(self, pcm: bytes) -> str:
         if not self.streaming:
             raise RuntimeError("stream_accept before stream_start")
         for start in range(0, len(pcm), STREAM_PIECE_BYTES):
             self.partial_decoder.process_raw(pcm[start : start + STREAM_PIECE_BYTES], False, False)
+        return self._text()
+
+    def stream_skip(self) -> str:
+        """Audio was skipped (the session fell behind): keep the text so far, decode on after the gap.
+
+        A fresh search (same running cepstral mean) rather than feeding audio that jumps in time.
+        """
+        if not self.streaming:
+            raise RuntimeError("stream_skip before stream_start")
+        text = self._text()
+        self.partial_decoder.end_utt()
+        self.partial_decoder.start_utt()
+        self._before_gap = text
+        return text
+
+    def _text(self) -> str:
         hyp = self.partial_decoder.hyp()
-        return hyp.hypstr if hyp is not None else ""
+        current = hyp.hypstr if hyp is not None else ""
+        return f"{self._before_gap} {current}".strip()
 
     def stream_end(self) -> str:
         """End the utterance's partial decoding; returns the cepstral mean to go on from.

@@ -53,8 +53,12 @@ class Policy:
         """A new utterance starts at ``start_sample`` on the session clock."""
         raise NotImplementedError
 
-    def partial(self, audio: np.ndarray) -> Result | None:
-        """Take ``audio`` (new samples of the open utterance); return a partial result or None."""
+    def partial(self, audio: np.ndarray, skip: int = 0) -> Result | None:
+        """Take ``audio`` (new samples of the open utterance); return a partial result or None.
+
+        ``skip``: leading samples of ``audio`` that partial decoding may pass over because it fell
+        behind (only asked of policies with ``can_skip``); the final still covers them.
+        """
         raise NotImplementedError
 
     def final(self, audio: np.ndarray) -> Result | FinalJob:
@@ -86,6 +90,11 @@ class Policy:
     #: samples to gather before a partial job is worth a trip to a worker thread
     batch_samples: int = SAMPLE_RATE // 4
 
+    #: whether partial work can pass over audio (``partial(skip=...)``) without the final losing it:
+    #: true where the final is a second pass over the kept audio; a re-decoding policy (LocalAgreement)
+    #: coalesces by itself, as each step decodes the whole window once however much audio arrived
+    can_skip: bool = False
+
     #: whether ``final``/``guess_final`` run the whole second pass themselves (True) or are quick steps
     #: that hand it back as a :data:`FinalJob`; the session schedules them in the batch lane then
     inline_final_pass: bool = False
@@ -101,6 +110,8 @@ def _shift(words: list[Word], offset: float) -> list[Word]:
 
 
 class NativePolicy(Policy):
+    can_skip = True
+
     def __init__(self, engine: Engine, options: TranscribeOptions) -> None:
         self._engine = engine
         self._options = options
@@ -121,8 +132,11 @@ class NativePolicy(Policy):
         self._start = start_sample
         self._last = ""
 
-    def partial(self, audio: np.ndarray) -> Result | None:
+    def partial(self, audio: np.ndarray, skip: int = 0) -> Result | None:
         stream = self._get_stream()
+        if skip:
+            stream.skip(audio[:skip])
+            audio = audio[skip:]
         stream.accept(audio)
         text = stream.partial()
         if text == self._last:
@@ -264,8 +278,8 @@ class LocalAgreementPolicy(Policy):
                 return fresh[n:]
         return fresh
 
-    def partial(self, audio: np.ndarray) -> Result | None:
-        self._append(audio)
+    def partial(self, audio: np.ndarray, skip: int = 0) -> Result | None:
+        self._append(audio)  # never skips (can_skip is False): the window is decoded whole anyway
         words, language = self._decode(self._language)
         if self._language is None:
             self._language = language  # auto: fix the language for this utterance's partials

@@ -20,11 +20,13 @@ runs, so a long utterance's final does not hold up the live text.  Finals still 
 order; when one arrives after the next utterance's first partials, the newest partial is sent again
 right after it, so adapters whose protocol has a single "current partial" show it again.
 
-Finals are prepared ahead of the endpoint: when speech has stopped for ``pause_ms`` (200 ms) the
+Finals are prepared ahead of the endpoint: when speech has stopped for ``pause_ms`` (150 ms) the
 segmenter says so and the final pass starts right away, while the endpoint (``silence_ms``, 500 ms) is
 still awaited; if speech resumes the prepared result is dropped, if the endpoint comes it is the final.
 For engines whose final is a second pass over the utterance (PocketSphinx, Whisper) this takes up to
-300 ms off the final's latency without changing its text.
+350 ms off the final's latency without changing its text.  Such a guess is speculative (about half of
+the pauses it starts on are followed by more speech), so it runs only on spare pool capacity: when the
+machine is busy, finals are computed at the endpoint and no work is wasted.
 
 Memory is bounded: the session holds at most a few utterances of audio (the input task waits when
 finals are pending, which makes ``push`` wait: backpressure) plus a short text history.
@@ -73,9 +75,12 @@ class LiveOptions:
     vad: bool = True  # False: utterances end only on end_utterance()/flush()/max length
     vad_threshold: float = 0.5
     silence_ms: int = 500  # endpoint after this much silence
-    pause_ms: int = 200  # after this much silence the final is prepared, ahead of the endpoint (0: off)
+    pause_ms: int = 150  # after this much silence the final is prepared, ahead of the endpoint (0: off)
     prefix_padding_ms: int = 300  # audio kept before detected speech onset
     max_utterance_s: float = 15.0  # forced split
+    # Partial work further behind than this passes over the older audio (newest audio wins); the final
+    # still covers it.  Only for policies that can (a second-pass final); 0: never skip.
+    max_partial_behind_s: float = 0.6
     partial_interval_s: float = 0.5  # how often partial work is scheduled (re-decoding engines)
     policy: Literal["auto", "native", "local_agreement"] = "auto"  # auto: from engine capabilities
 
@@ -268,6 +273,7 @@ class LiveSession:
         self._latest_partial: Partial | None = None
         self._progress = asyncio.Event()  # settle(): audio was segmented or a final went out
         self.last_lag = 0.0
+        self.partial_skipped = 0  # samples partial decoding passed over because it was behind
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -619,10 +625,11 @@ class LiveSession:
         if utt.pending < policy.batch_samples:
             return False
         audio = utt.take()
+        skip = self._partial_skip(policy, audio.size)
         try:
             # A busy pool may refuse partial work, unless the input is waiting on it (then it is the
             # only way forward and must queue like a final).
-            result = await self._job(policy.partial, audio, reject=not self._input_waiting, lane=Lane.LIVE)
+            result = await self._job(policy.partial, audio, skip, reject=not self._input_waiting, lane=Lane.LIVE)
         except ServerBusy:
             utt.give_back(audio)  # newer audio joins it; the next step decodes all of it
             await asyncio.sleep(PARTIAL_RETRY_S)
@@ -632,6 +639,7 @@ class LiveSession:
             await self._emit(Error(f"partial transcription failed: {exc}"))
             result = None
         utt.fed += int(audio.size)
+        self.partial_skipped += skip
         self._room.set()
         # Emitted even if the utterance closed meanwhile (input ran ahead): it still precedes the final.
         # While a final prepared in this pause is pending or shown, the quicker first-pass hypothesis
@@ -640,6 +648,19 @@ class LiveSession:
             start = round(utt.speech_sample / SAMPLE_RATE, 3)
             await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
         return True
+
+    def _partial_skip(self, policy: Policy, pending: int) -> int:
+        """Leading samples the partial step may pass over: when it is further behind than
+        ``max_partial_behind_s``, only the newest ``batch_samples`` are decoded for the partial.
+
+        Incremental decoding costs the same per second of audio however it is batched, so for native
+        streaming "coalescing" partial work has to mean decoding less of it; the final pass still
+        decodes every sample, so only the live text thins out while the machine is overloaded.
+        """
+        limit = int(self.options.max_partial_behind_s * SAMPLE_RATE)
+        if not policy.can_skip or limit <= 0 or pending <= limit:
+            return 0
+        return pending - min(pending, policy.batch_samples)
 
     async def _close_utterance(self, policy: Policy, utt: _Utterance) -> None:
         """End the head utterance and queue its final; a final pass that is a job runs on its own."""

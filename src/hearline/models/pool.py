@@ -242,7 +242,8 @@ class ModelPool:
 
         With ``reject_when_full`` (REST requests, optional live work) a full wait queue raises
         :class:`ServerBusy`; live sessions pass ``False`` for work that must never be dropped, such as
-        finals.  :attr:`Lane.LIVE` work runs beside batch work instead of behind it (see
+        finals.  Refusable :attr:`Lane.BACKGROUND` work is refused unless the lane has spare capacity.
+        :attr:`Lane.LIVE` work runs beside batch work instead of behind it (see
         :mod:`hearline.models.scheduling`).
         """
         slot = self._slots.get(engine.name)
@@ -252,7 +253,10 @@ class ModelPool:
             # An engine built outside the pool (tests, benchmarks): run it directly.
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         gate = slot.lanes[live]
-        if reject_when_full and gate.full and gate.waiting >= self.settings.max_queue_per_model:
+        if reject_when_full and (
+            (gate.full and gate.waiting >= self.settings.max_queue_per_model)
+            or (lane is Lane.BACKGROUND and not gate.spare)
+        ):
             raise ServerBusy(engine.name)
         await gate.acquire(int(lane))
         slot.last_used = time.monotonic()

@@ -9,7 +9,8 @@ could serve it.  Work therefore goes into one of two lanes, each with its own ad
   utterance).  Short, latency-critical, one at a time per session.
 * the batch lane - :attr:`Lane.NORMAL` (finals, REST requests, translation) ahead of
   :attr:`Lane.BACKGROUND` (speculative work nobody waits for yet, such as a final prepared during a
-  pause, which may turn out to be wasted).
+  pause, which may turn out to be wasted).  Speculative work that may be refused runs only on spare
+  capacity (:attr:`PriorityGate.spare`), never in the queue.
 
 The live lane never waits for the batch lane: both run side by side and the operating system shares
 the cores between them, so a partial step finishes in about its own compute time however much batch
@@ -54,6 +55,16 @@ class PriorityGate:
     @property
     def full(self) -> bool:
         return self.active >= self.capacity
+
+    @property
+    def spare(self) -> bool:
+        """Room for speculative work: admitted now, with a slot still left for work someone waits for.
+
+        Speculation that queues or takes the last slot only competes with the finals and requests it
+        was meant to get ahead of (measured: with pauses of 150 ms, a third of a session's audio is
+        decoded by guesses that speech then overtakes), so under load it is better not done at all.
+        """
+        return not self.waiting and self.active < max(1, self.capacity - 1)
 
     async def acquire(self, priority: int = 0) -> None:
         if self.active < self.capacity and not self.waiting:

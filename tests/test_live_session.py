@@ -14,6 +14,7 @@ import pytest
 from hearline.audio.decode import decode_audio, resample
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
+from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool
 from tests.helpers import clip, wer
@@ -332,6 +333,11 @@ async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(poo
             stream.close()
 
     before, at_gap, after, final = await asyncio.get_running_loop().run_in_executor(None, stream_with_gap)
+    policy = NativePolicy(engine, TranscribeOptions(language="en"))
+    policy.begin(0)
+    await asyncio.get_running_loop().run_in_executor(None, policy.partial, audio[:8000])
+    assert policy.can_skip  # PocketSphinx keeps the audio for its final pass
+    await asyncio.get_running_loop().run_in_executor(None, policy.close)
     assert before and at_gap == before  # nothing of the skipped stretch was decoded for the partial
     assert after.startswith(before) and len(after.split()) > len(before.split())
     assert final == offline.text  # the final pass covered the skipped stretch too

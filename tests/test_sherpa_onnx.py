@@ -259,6 +259,20 @@ def test_streaming_transducer_partials_and_finish(zipformer_dir: Path, settings:
     stream.close()
 
 
+def test_live_partials_never_skip_audio_of_a_single_pass_stream(
+    zipformer_dir: Path, settings: Settings, speech
+) -> None:
+    """The transducer's final is its own decoding state: partial work that falls behind must not skip."""
+    from hearline.live.policies import NativePolicy
+
+    engine = load_engine(resolve_model(str(zipformer_dir), settings), settings)
+    policy = NativePolicy(engine, TranscribeOptions())
+    policy.begin(0)
+    policy.partial(speech[:SAMPLE_RATE])
+    assert policy.can_skip is False
+    policy.close()
+
+
 def test_streaming_transducer_offline_transcribe(zipformer_dir: Path, settings: Settings, speech) -> None:
     engine = load_engine(resolve_model(str(zipformer_dir), settings), settings)
     transcript = engine.transcribe(speech, TranscribeOptions())

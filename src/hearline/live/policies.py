@@ -90,11 +90,6 @@ class Policy:
     #: samples to gather before a partial job is worth a trip to a worker thread
     batch_samples: int = SAMPLE_RATE // 4
 
-    #: whether partial work can pass over audio (``partial(skip=...)``) without the final losing it:
-    #: true where the final is a second pass over the kept audio; a re-decoding policy (LocalAgreement)
-    #: coalesces by itself, as each step decodes the whole window once however much audio arrived
-    can_skip: bool = False
-
     #: whether ``final``/``guess_final`` run the whole second pass themselves (True) or are quick steps
     #: that hand it back as a :data:`FinalJob`; the session schedules them in the batch lane then
     inline_final_pass: bool = False
@@ -104,14 +99,21 @@ class Policy:
         """Whether an open utterance holds a scarce engine resource (see the session's stream slots)."""
         return False
 
+    @property
+    def can_skip(self) -> bool:
+        """Whether partial work can pass over audio (``partial(skip=...)``) without the final losing it.
+
+        A re-decoding policy (LocalAgreement) coalesces by itself: each step decodes the whole window
+        once, however much audio arrived.
+        """
+        return False
+
 
 def _shift(words: list[Word], offset: float) -> list[Word]:
     return [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability) for w in words]
 
 
 class NativePolicy(Policy):
-    can_skip = True
-
     def __init__(self, engine: Engine, options: TranscribeOptions) -> None:
         self._engine = engine
         self._options = options
@@ -122,6 +124,12 @@ class NativePolicy(Policy):
     @property
     def needs_lease(self) -> bool:
         return True
+
+    @property
+    def can_skip(self) -> bool:
+        """Only streams whose final is a second pass over the audio they keep (PocketSphinx) implement
+        ``skip``; for one whose final is its own decoding state, skipped audio would be lost words."""
+        return self._stream is not None and type(self._stream).skip is not EngineStream.skip
 
     def _get_stream(self) -> EngineStream:
         if self._stream is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,18 +89,24 @@ async def test_capacity_admits_that_many_at_once() -> None:
     assert gate.active == 2
 
 
+def _blocking(value: str) -> tuple[Callable[[], str], threading.Semaphore, threading.Event]:
+    """A job that holds its worker thread until ``unblock`` is set; ``started`` counts the ones running."""
+    started = threading.Semaphore(0)
+    unblock = threading.Event()
+
+    def job() -> str:
+        started.release()
+        unblock.wait(10)
+        return value
+
+    return job, started, unblock
+
+
 async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) -> None:
     """Batch jobs that block their threads must not delay a live step, and a full batch queue rejects REST work."""
     pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=1))
     engine = await pool.get("a")
-    unblock = threading.Event()
-    started = threading.Semaphore(0)
-
-    def batch_job() -> str:
-        started.release()
-        unblock.wait(10)
-        return "batch"
-
+    batch_job, started, unblock = _blocking("batch")
     try:
         batch = [asyncio.create_task(pool.run(engine, batch_job, reject_when_full=False)) for _ in range(3)]
         for _ in range(2):  # both batch threads are now busy, the third job waits in the gate
@@ -122,14 +129,7 @@ async def test_speculative_work_runs_only_on_spare_capacity(tmp_path: Path) -> N
     as work someone waits for holds the lane's last spare slot; the same job may still queue when told to."""
     pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=8))
     engine = await pool.get("a")
-    unblock = threading.Event()
-    started = threading.Semaphore(0)
-
-    def final_pass() -> str:
-        started.release()
-        unblock.wait(10)
-        return "final"
-
+    final_pass, started, unblock = _blocking("final")
     try:
         assert await pool.run(engine, lambda: "guess", lane=Lane.BACKGROUND) == "guess"  # idle lane
         final = asyncio.create_task(pool.run(engine, final_pass, reject_when_full=False))

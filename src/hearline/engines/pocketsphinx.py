@@ -287,16 +287,21 @@ class PocketSphinxStream(EngineStream):
         if audio.size == 0:
             return
         worker = self._ensure()
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        self._audio.append(audio)
-        self._partial = _clean_text(worker.call("stream_accept", float_to_pcm16(audio)))
+        pcm = float_to_pcm16(self._keep(audio))
+        self._partial = _clean_text(worker.call("stream_accept", pcm))
 
     def skip(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
         worker = self._ensure()
-        self._audio.append(np.asarray(audio, dtype=np.float32).reshape(-1))  # the final pass decodes it
+        self._keep(audio)  # not decoded for the partial; the final pass decodes it
         self._partial = _clean_text(worker.call("stream_skip"))
+
+    def _keep(self, audio: np.ndarray) -> np.ndarray:
+        """Hold the utterance's samples for its final pass."""
+        samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._audio.append(samples)
+        return samples
 
     def partial(self) -> str:
         return self._partial if self._worker is not None else ""

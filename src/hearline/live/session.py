@@ -667,8 +667,9 @@ class LiveSession:
         audio = utt.take()
         guess, utt.guess = utt.guess, None
         if guess is not None and not guess.done() and utt.guess_started is not None and not utt.guess_started.is_set():
-            # Still queued as background work behind more urgent jobs: it is a final now, and the
-            # final pass below is queued as one.
+            # Admitted on spare capacity but not running yet (its thread is still busy, e.g. loading a
+            # model): it is a final now, and the final pass below is queued as one, ahead of any
+            # speculative work.
             guess.cancel()
         source: Result | Awaitable[Result]
         try:

@@ -14,9 +14,11 @@ import pytest
 from hearline.audio.decode import decode_audio, resample
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
+from hearline.engines.pocketsphinx import DecoderProcess
 from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool
+from hearline.models.scheduling import lane_capacity
 from tests.helpers import clip, wer
 
 
@@ -311,20 +313,32 @@ async def test_final_prepared_in_the_pause_before_the_endpoint(
     assert len(passes) == 2, passes  # the pass started in each pause became that utterance's final
 
 
-async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(pool: ModelPool) -> None:
+async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(
+    pool: ModelPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PocketSphinx stream: audio passed over by partial decoding keeps the text before the gap and is in
-    the final pass, which equals offline decoding of the whole utterance."""
+    the final pass, which equals offline decoding of the whole utterance.  A gap skipped step by step
+    restarts the first-pass search once, not once per step."""
     engine = await pool.get(None)
     audio = audio_of("en_ljspeech_LJ001-0001")
     offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
     third = audio.size // 3
+    commands: list[str] = []
+    real_call = DecoderProcess.call
+
+    def counted_call(self: DecoderProcess, command: str, *args: object) -> object:
+        commands.append(command)
+        return real_call(self, command, *args)
+
+    monkeypatch.setattr(DecoderProcess, "call", counted_call)
 
     def stream_with_gap() -> tuple[str, str, str, str]:
         stream = engine.open_stream(TranscribeOptions(language="en"))
         try:
             stream.accept(audio[:third])
             before = stream.partial()
-            stream.skip(audio[third : 2 * third])
+            for piece in np.array_split(audio[third : 2 * third], 4):
+                stream.skip(piece)
             at_gap = stream.partial()
             stream.accept(audio[2 * third :])
             after = stream.partial()
@@ -341,6 +355,7 @@ async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(poo
     assert before and at_gap == before  # nothing of the skipped stretch was decoded for the partial
     assert after.startswith(before) and len(after.split()) > len(before.split())
     assert final == offline.text  # the final pass covered the skipped stretch too
+    assert commands.count("stream_skip") == 1
     assert engine.leases_in_use == 0
 
 
@@ -361,6 +376,56 @@ async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: Mo
         assert any(isinstance(e, Partial) and e.text for e in events), behind
     assert results[0.0][0] == 0  # 0 turns skipping off
     assert results[0.3][0] > 0  # 1 s blocks arrive faster than 0.3 s behind allows
+
+
+async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: ModelPool) -> None:
+    """While finals or requests hold every batch slot, partial decoding would take CPU from them: partial
+    steps pass over their audio instead, and the final (queued until a slot frees) still covers all of it."""
+    engine = await pool.get(None)
+    audio = audio_of("en_ljspeech_LJ001-0001")
+    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+    capacity = lane_capacity(pool.settings)
+    started, unblock = threading.Semaphore(0), threading.Event()
+
+    def hold_a_batch_slot() -> None:
+        started.release()
+        unblock.wait(30)
+
+    holders = [
+        asyncio.create_task(pool.run(engine, hold_a_batch_slot, reject_when_full=False)) for _ in range(capacity)
+    ]
+    session = LiveSession(pool, None, LiveOptions(language="en", vad=False))
+    try:
+        for _ in range(capacity):
+            assert await asyncio.to_thread(started.acquire, True, 10)
+        assert pool.batch_saturated(engine)
+        await session.start()
+        events: list = []
+
+        async def read() -> None:
+            async for event in session.events():
+                events.append(event)
+
+        reader = asyncio.create_task(read())
+        for i in range(0, audio.size, 1600):
+            await session.push(audio[i : i + 1600])
+        # All of it, but for the samples short of a VAD window or of a partial step.
+        passed_over = audio.size - 512 - NativePolicy.batch_samples
+        deadline = time.monotonic() + 20
+        while session.partial_skipped < passed_over and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert session.partial_skipped >= passed_over
+        assert not any(isinstance(e, Partial) and e.text for e in events)
+        assert not finals(events)  # the final pass waits for a batch slot
+        unblock.set()
+        await asyncio.gather(*holders)
+        assert not pool.batch_saturated(engine)
+        await session.flush()
+        await reader
+        assert [e.text for e in finals(events)] == [offline.text]
+    finally:
+        unblock.set()
+        await session.close()
 
 
 async def test_start_rejects_unsupported_language(pool: ModelPool) -> None:

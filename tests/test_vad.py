@@ -115,6 +115,19 @@ def test_segmenter_announces_pauses_before_the_endpoint_and_resumed_speech() -> 
     assert handed == 13 * WINDOW  # 10 speech windows + the 3 quiet ones that made the pause
 
 
+def test_segmenter_reports_where_sound_ends_after_the_speech() -> None:
+    """Windows between the two thresholds (a word trailing off) do not move the speech end that the
+    silence is timed from, but they are sound: a final pass must not cut them off."""
+    seg = Segmenter(threshold=0.5, silence_ms=320, prefix_padding_ms=0, max_utterance_s=30, pause_ms=96)
+    audio, p = _windows([0.9] * 10 + [0.4] * 4 + [0.0] * 12)
+    actions = seg.push(audio, p)
+    pause = next(a for a in actions if isinstance(a, Pause))
+    end = next(a for a in actions if isinstance(a, End))
+    assert (pause.speech_end_sample, pause.sound_end_sample) == (10 * WINDOW, 14 * WINDOW)
+    assert (end.speech_end_sample, end.sound_end_sample) == (10 * WINDOW, 14 * WINDOW)
+    assert end.at_sample == 20 * WINDOW  # the endpoint is still timed from the speech end
+
+
 def test_segmenter_pause_notices_off_by_default_and_without_vad() -> None:
     probs = [0.9] * 10 + [0.0] * 20
     audio, p = _windows(probs)

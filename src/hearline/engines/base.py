@@ -120,20 +120,22 @@ class EngineStream(ABC):
         Times in the returned transcript are relative to the start of the utterance.
         """
 
-    def detach_final(self) -> Callable[[], Transcript] | None:
+    def detach_final(self, samples: int | None = None) -> Callable[[], Transcript] | None:
         """End the current utterance now and return a job that computes its final apart from the stream.
 
         Engines whose final is a second pass over the utterance's audio (not the stream's own state)
         implement it, so the live pipeline can run that pass in another worker while this stream already
-        decodes the next utterance.  None: the final comes from ``finish()``.
+        decodes the next utterance.  ``samples``: the pass need decode only this many leading samples
+        (the rest is the silence that confirmed the endpoint).  None: the final comes from ``finish()``.
         """
         return None
 
-    def snapshot_final(self) -> Callable[[], Transcript] | None:
+    def snapshot_final(self, samples: int | None = None) -> Callable[[], Transcript] | None:
         """A job computing what the final would be if the utterance ended now; the utterance stays open.
 
         Lets the live pipeline run the second pass during a pause, before the endpoint is certain, while
-        partial decoding goes on.  None: not cheaper than waiting (the final comes from the stream).
+        partial decoding goes on.  ``samples`` as for :meth:`detach_final`.  None: not cheaper than
+        waiting (the final comes from the stream).
         """
         return None
 

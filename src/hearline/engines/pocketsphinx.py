@@ -63,13 +63,15 @@ def bundled_model_dir() -> Path:
 class DecoderProcess:
     """One decoder in a child process, driven synchronously over pipes (one caller at a time)."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, wait: bool = True, eager: bool = False) -> None:
+        """Start the child; ``wait=False`` returns at once and the first call waits for the model load.
+        ``eager``: the child loads its partial-decoding decoder up front too (see the worker's ``serve``)."""
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hearline.engines.pocketsphinx_worker",
-                 str(to_child_r), str(from_child_w), str(model_dir)],
+                 str(to_child_r), str(from_child_w), str(model_dir), *(["eager"] if eager else [])],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -78,9 +80,17 @@ class DecoderProcess:
             os.close(from_child_w)
         self._send_conn = Connection(to_child_w, readable=False)
         self._recv_conn = Connection(from_child_r, writable=False)
-        self._expect(self._recv())
+        self._ready = False
+        if wait:
+            self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            self._expect(self._recv())
+            self._ready = True
 
     def call(self, command: str, *args: Any) -> Any:
+        self._wait_ready()
         try:
             self._send_conn.send((command, *args))
         except (BrokenPipeError, OSError) as exc:
@@ -134,6 +144,7 @@ class PocketSphinxEngine(Engine):
         self._idle: queue.SimpleQueue[DecoderProcess] = queue.SimpleQueue()
         self._workers: list[DecoderProcess] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._available = threading.Semaphore(self._max_decoders)
         # Start one worker up front so a broken install fails at load time, not on the first request.
         self._idle.put(self._new_worker())
@@ -168,11 +179,24 @@ class PocketSphinxEngine(Engine):
         if missing:
             raise ModelFilesMissing(f"PocketSphinx model in {self.model_dir} is missing: {', '.join(missing)}")
 
-    def _new_worker(self) -> DecoderProcess:
-        worker = DecoderProcess(self.model_dir)
+    def _new_worker(self, spare: bool = False) -> DecoderProcess:
+        worker = DecoderProcess(self.model_dir, wait=not spare, eager=spare)
         with self._lock:
             self._workers.append(worker)
         return worker
+
+    def _keep_a_spare(self) -> None:
+        """Start loading another decoder when the last idle one is leased, so the next lease finds one
+        ready: a lease that had to start a process waited ~0.5 s for the model to load, and a live
+        session's partials stalled that long (lag spikes while sessions ramp up).  The child loads in
+        parallel; whoever leases it before it is ready waits only for the rest of the load."""
+        with self._lock:
+            wanted = self._idle.empty() and len(self._workers) < self._max_decoders and not self._closed
+        if wanted:
+            try:
+                self._idle.put(self._new_worker(spare=True))
+            except OSError as exc:  # only a head start: the next lease starts one itself and reports
+                logger.warning("could not start a spare PocketSphinx worker: %s", exc)
 
     def _discard(self, worker: DecoderProcess) -> None:
         with self._lock:
@@ -195,6 +219,7 @@ class PocketSphinxEngine(Engine):
                     worker = candidate
                 else:
                     self._discard(candidate)
+            self._keep_a_spare()
             healthy = False
             try:
                 yield worker
@@ -238,6 +263,7 @@ class PocketSphinxEngine(Engine):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             workers, self._workers = list(self._workers), []
         while True:
             try:
@@ -269,6 +295,7 @@ class PocketSphinxStream(EngineStream):
         self._audio: list[np.ndarray] = []
         self._cmn: str | None = None
         self._partial = ""
+        self._in_gap = False  # audio was skipped since the last decoded samples
 
     def _ensure(self) -> DecoderProcess:
         if self._worker is None:
@@ -281,6 +308,7 @@ class PocketSphinxStream(EngineStream):
                 raise
             self._lease, self._worker = lease, worker
             self._partial = ""
+            self._in_gap = False
         return self._worker
 
     def accept(self, audio: np.ndarray) -> None:
@@ -289,13 +317,16 @@ class PocketSphinxStream(EngineStream):
         worker = self._ensure()
         pcm = float_to_pcm16(self._keep(audio))
         self._partial = _clean_text(worker.call("stream_accept", pcm))
+        self._in_gap = False
 
     def skip(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
         worker = self._ensure()
         self._keep(audio)  # not decoded for the partial; the final pass decodes it
-        self._partial = _clean_text(worker.call("stream_skip"))
+        if not self._in_gap:  # one restart of the first-pass search per gap, however many steps skip
+            self._partial = _clean_text(worker.call("stream_skip"))
+            self._in_gap = True
 
     def _keep(self, audio: np.ndarray) -> np.ndarray:
         """Hold the utterance's samples for its final pass."""
@@ -309,15 +340,15 @@ class PocketSphinxStream(EngineStream):
     def finish(self) -> Transcript:
         return self.detach_final()()
 
-    def detach_final(self) -> Callable[[], Transcript]:
+    def detach_final(self, samples: int | None = None) -> Callable[[], Transcript]:
         audio = self._take_audio()
         self.end()
-        return self._pass(audio)
+        return self._pass(audio[:samples])
 
-    def snapshot_final(self) -> Callable[[], Transcript]:
+    def snapshot_final(self, samples: int | None = None) -> Callable[[], Transcript]:
         audio = self._take_audio()
         self._audio = [audio] if audio.size else []
-        return self._pass(audio)
+        return self._pass(audio[:samples])
 
     def _take_audio(self) -> np.ndarray:
         chunks, self._audio = self._audio, []

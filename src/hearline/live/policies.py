@@ -45,6 +45,11 @@ class Result:
 
 FinalJob = Callable[[], "Result"]
 
+# Silence after the last sound that a second-pass final still decodes: room for a trailing consonant
+# the VAD scores low.  No more than the default pause (150 ms), so a final prepared in a pause has all of
+# it and equals the one computed at the endpoint.
+FINAL_TAIL_S = 0.15
+
 
 class Policy:
     """One open utterance at a time.  All methods block and run in a worker thread."""
@@ -61,19 +66,21 @@ class Policy:
         """
         raise NotImplementedError
 
-    def final(self, audio: np.ndarray) -> Result | FinalJob:
+    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob:
         """Take the last samples and end the utterance; return its final result, or a job computing it.
 
+        ``speech_end``: session sample where the VAD heard the utterance's sound end, if it did; what
+        follows is the silence that confirmed the endpoint, which a second pass need not decode.
         A job needs nothing of the policy, which is ready for the next utterance as soon as this returns.
         """
         raise NotImplementedError
 
-    def guess_final(self, audio: np.ndarray) -> Result | FinalJob | None:
+    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob | None:
         """Take ``audio``; return the final the utterance would get if it ended now (or a job computing
         it apart from the policy), leaving the utterance open.
 
         Called during a pause, so the final's second pass runs while the endpoint is still awaited.
-        None: this policy's final is no slower than waiting (nothing to gain).
+        ``speech_end`` as for :meth:`final`.  None: this policy's final is no slower than waiting.
         """
         return None
 
@@ -129,7 +136,7 @@ class NativePolicy(Policy):
     def can_skip(self) -> bool:
         """Only streams whose final is a second pass over the audio they keep (PocketSphinx) implement
         ``skip``; for one whose final is its own decoding state, skipped audio would be lost words."""
-        return self._stream is not None and type(self._stream).skip is not EngineStream.skip
+        return type(self._get_stream()).skip is not EngineStream.skip  # opening one costs no decoder
 
     def _get_stream(self) -> EngineStream:
         if self._stream is None:
@@ -152,26 +159,35 @@ class NativePolicy(Policy):
         self._last = text
         return Result(text=text)
 
-    def final(self, audio: np.ndarray) -> Result | FinalJob:
+    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
         self._last = ""
-        job = stream.detach_final()
+        job = stream.detach_final(self._pass_samples(speech_end))
         if job is None:
             return self._result(stream.finish(), self._start)
         start = self._start
         return lambda: self._result(job(), start)
 
-    def guess_final(self, audio: np.ndarray) -> FinalJob | None:
+    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> FinalJob | None:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
-        job = stream.snapshot_final()
+        job = stream.snapshot_final(self._pass_samples(speech_end))
         if job is None:
             return None
         start = self._start
         return lambda: self._result(job(), start)
+
+    def _pass_samples(self, speech_end: int | None) -> int | None:
+        """How much of the utterance a second-pass final decodes: up to ``FINAL_TAIL_S`` after the end
+        of speech.  The same cut for a final prepared in a pause and one computed at the endpoint, so
+        the text does not depend on which of them the machine had time for, and the pass skips up to
+        half a second of silence (less work, a sooner final)."""
+        if speech_end is None:
+            return None
+        return max(0, speech_end + int(FINAL_TAIL_S * SAMPLE_RATE) - self._start)
 
     @staticmethod
     def _result(transcript: Transcript, start_sample: int) -> Result:
@@ -319,10 +335,10 @@ class LocalAgreementPolicy(Policy):
         self._trimmed_words = self._trimmed_words + self._committed
         self._committed = []
 
-    def final(self, audio: np.ndarray) -> Result:
+    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result:
         return self.final_from_guess(self._final_pass(audio))
 
-    def guess_final(self, audio: np.ndarray) -> Result | None:
+    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | None:
         return self._final_pass(audio)
 
     def _final_pass(self, audio: np.ndarray) -> Result:

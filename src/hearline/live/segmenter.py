@@ -41,6 +41,9 @@ class End:
     speech_end_sample: int
     at_sample: int
     reason: str  # "silence" | "max_length" | "forced" | "flush"
+    # End of the last window not scored as silence (below the lower threshold): with hysteresis this
+    # may be later than the speech end, e.g. a word trailing off; audio after it is silence.
+    sound_end_sample: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Pause:
     """
 
     speech_end_sample: int
+    sound_end_sample: int | None = None  # as for End
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Segmenter:
         self._utt_start = 0
         self._quiet = 0  # consecutive quiet windows in the open utterance
         self._speech_end = 0
+        self._sound_end = 0
 
     @property
     def utterance_samples(self) -> int:
@@ -135,7 +140,7 @@ class Segmenter:
                     self.open = True
                     self._quiet = 0
                     self._paused = False
-                    self._speech_end = self.position
+                    self._speech_end = self._sound_end = self.position
                     actions.append(Begin(self.next_id, self._utt_start, start, padded))
                     self.next_id += 1
                 elif self.prefix_windows:
@@ -144,7 +149,7 @@ class Segmenter:
             run.append(window)
             if p >= self.threshold or not self.use_vad:
                 self._quiet = 0
-                self._speech_end = self.position
+                self._speech_end = self._sound_end = self.position
                 if self._paused:
                     self._paused = False
                     flush_run()
@@ -153,20 +158,22 @@ class Segmenter:
                 # Silence is timed from the last window over the threshold (as the endpoint should be),
                 # but only ends the utterance once the probability is below the lower threshold.
                 self._quiet = (self.position - self._speech_end) // WINDOW if p < self.neg_threshold else 0
+                if p >= self.neg_threshold:
+                    self._sound_end = self.position
                 if self.pause_windows and not self._paused and self._quiet >= self.pause_windows:
                     self._paused = True
                     flush_run()
-                    actions.append(Pause(self._speech_end))
+                    actions.append(Pause(self._speech_end, self._sound_end))
             length = self.position - self._utt_start
             if self._quiet >= self.silence_windows or (
                 length >= self.soft_samples and self._quiet >= self.soft_silence_windows
             ):
                 flush_run()
-                actions.append(End(self._speech_end, self.position, "silence"))
+                actions.append(End(self._speech_end, self.position, "silence", self._sound_end))
                 self.open = False
             elif length >= self.max_samples:
                 flush_run()
-                actions.append(End(self._speech_end, self.position, "max_length"))
+                actions.append(End(self._speech_end, self.position, "max_length", self.position))
                 self.open = False
                 # Speech goes on: the next window opens a new utterance, without re-sending padding.
                 self._prefix.clear()
@@ -182,8 +189,10 @@ class Segmenter:
                 self.position += self._pending.size
                 if self._speech_end == self.position - self._pending.size:  # speech ran up to the cut
                     self._speech_end = self.position
+                if self._sound_end == self.position - self._pending.size:
+                    self._sound_end = self.position
                 self._pending = np.zeros(0, dtype=np.float32)
-            actions.append(End(self._speech_end, self.position, reason))
+            actions.append(End(self._speech_end, self.position, reason, self._sound_end))
             self.open = False
         return actions
 

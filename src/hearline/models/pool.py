@@ -229,6 +229,14 @@ class ModelPool:
             self._unload(slot)
         return True
 
+    def batch_saturated(self, engine: Engine) -> bool:
+        """Whether every batch slot of ``engine`` is taken (finals, requests): the cores are all on work
+        someone waits for, and optional work would only slow it down."""
+        slot = self._slots.get(engine.name)
+        if slot is None or slot.lanes is None:
+            return False
+        return slot.lanes[False].full
+
     # -- running inference --------------------------------------------------------------------
     async def run(
         self,

@@ -33,6 +33,17 @@ def audio_of(clip_id: str) -> np.ndarray:
     return decode_audio(clip(clip_id).path)
 
 
+def reading(session: LiveSession) -> tuple[list, asyncio.Task[None]]:
+    """Start collecting the session's events; the task ends when the event stream does."""
+    events: list = []
+
+    async def read() -> None:
+        async for event in session.events():
+            events.append(event)
+
+    return events, asyncio.create_task(read())
+
+
 async def run_session(
     session: LiveSession,
     audio: np.ndarray,
@@ -41,13 +52,7 @@ async def run_session(
     speed: float | None = None,
 ) -> list:
     """Push ``audio`` in chunks (at ``speed`` x real time, or as fast as accepted), flush, return events."""
-    events: list = []
-
-    async def read() -> None:
-        async for event in session.events():
-            events.append(event)
-
-    reader = asyncio.create_task(read())
+    events, reader = reading(session)
     step = int(chunk_s * rate)
     started = time.perf_counter()
     for i in range(0, audio.size, step):
@@ -172,13 +177,7 @@ async def test_end_utterance_and_no_vad(pool: ModelPool) -> None:
     audio = audio_of("en_pocketsphinx_goforward")
     session = LiveSession(pool, None, LiveOptions(language="en", vad=False))
     await session.start()
-    events: list = []
-
-    async def read() -> None:
-        async for event in session.events():
-            events.append(event)
-
-    reader = asyncio.create_task(read())
+    events, reader = reading(session)
     await session.push(audio)
     session.end_utterance()  # like a Realtime commit: the final comes without waiting for silence
     await session.push(np.zeros(8000, dtype=np.float32))
@@ -196,13 +195,7 @@ async def test_discard_drops_the_open_utterance(pool: ModelPool) -> None:
     audio = audio_of("en_pocketsphinx_goforward")
     session = LiveSession(pool, None, LiveOptions(language="en", vad=False))
     await session.start()
-    events: list = []
-
-    async def read() -> None:
-        async for event in session.events():
-            events.append(event)
-
-    reader = asyncio.create_task(read())
+    events, reader = reading(session)
     await session.push(audio)
     session.discard()
     await session.flush()
@@ -378,6 +371,24 @@ async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: Mo
     assert results[0.3][0] > 0  # 1 s blocks arrive faster than 0.3 s behind allows
 
 
+async def test_leasing_the_last_idle_decoder_starts_a_spare(pool: ModelPool) -> None:
+    """The next lease finds a decoder already loading instead of starting a process and waiting for it."""
+    engine = await pool.get(None)
+    one = engine.memory_bytes()  # the decoder started at load time
+
+    def lease_twice() -> tuple[int, int, object]:
+        with engine.lease():
+            with_spare = engine.memory_bytes()
+            with engine.lease() as spare:
+                return with_spare, engine.memory_bytes(), spare.call("decode", b"\0\0" * 1600)
+
+    with_spare, with_two, silence = await asyncio.to_thread(lease_twice)
+    assert with_spare == 2 * one  # a spare is loading while the first decoder is leased
+    assert with_two == 3 * one  # leasing the spare starts the next one
+    assert silence == []  # the spare works (its first call waited for the load)
+    assert engine.leases_in_use == 0
+
+
 async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: ModelPool) -> None:
     """While finals or requests hold every batch slot, partial decoding would take CPU from them: partial
     steps pass over their audio instead, and the final (queued until a slot frees) still covers all of it."""
@@ -400,13 +411,7 @@ async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: Mod
             assert await asyncio.to_thread(started.acquire, True, 10)
         assert pool.batch_saturated(engine)
         await session.start()
-        events: list = []
-
-        async def read() -> None:
-            async for event in session.events():
-                events.append(event)
-
-        reader = asyncio.create_task(read())
+        events, reader = reading(session)
         for i in range(0, audio.size, 1600):
             await session.push(audio[i : i + 1600])
         # All of it, but for the samples short of a VAD window or of a partial step.

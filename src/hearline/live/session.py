@@ -28,6 +28,10 @@ For engines whose final is a second pass over the utterance (PocketSphinx, Whisp
 the pauses it starts on are followed by more speech), so it runs only on spare pool capacity: when the
 machine is busy, finals are computed at the endpoint and no work is wasted.
 
+When every batch slot is busy (finals and requests use all the cores), partial decoding for a policy
+whose final is a second pass passes over its audio rather than take CPU from those finals: under
+overload the live text thins out, the finals keep up.
+
 Memory is bounded: the session holds at most a few utterances of audio (the input task waits when
 finals are pending, which makes ``push`` wait: backpressure) plus a short text history.
 """

@@ -66,21 +66,21 @@ class Policy:
         """
         raise NotImplementedError
 
-    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob:
+    def final(self, audio: np.ndarray, sound_end: int | None = None) -> Result | FinalJob:
         """Take the last samples and end the utterance; return its final result, or a job computing it.
 
-        ``speech_end``: session sample where the VAD heard the utterance's sound end, if it did; what
+        ``sound_end``: session sample where the segmenter heard the utterance's last sound, if it did; what
         follows is the silence that confirmed the endpoint, which a second pass need not decode.
         A job needs nothing of the policy, which is ready for the next utterance as soon as this returns.
         """
         raise NotImplementedError
 
-    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob | None:
+    def guess_final(self, audio: np.ndarray, sound_end: int | None = None) -> Result | FinalJob | None:
         """Take ``audio``; return the final the utterance would get if it ended now (or a job computing
         it apart from the policy), leaving the utterance open.
 
         Called during a pause, so the final's second pass runs while the endpoint is still awaited.
-        ``speech_end`` as for :meth:`final`.  None: this policy's final is no slower than waiting.
+        ``sound_end`` as for :meth:`final`.  None: this policy's final is no slower than waiting.
         """
         return None
 
@@ -159,35 +159,35 @@ class NativePolicy(Policy):
         self._last = text
         return Result(text=text)
 
-    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | FinalJob:
+    def final(self, audio: np.ndarray, sound_end: int | None = None) -> Result | FinalJob:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
         self._last = ""
-        job = stream.detach_final(self._pass_samples(speech_end))
+        job = stream.detach_final(self._pass_samples(sound_end))
         if job is None:
             return self._result(stream.finish(), self._start)
         start = self._start
         return lambda: self._result(job(), start)
 
-    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> FinalJob | None:
+    def guess_final(self, audio: np.ndarray, sound_end: int | None = None) -> FinalJob | None:
         stream = self._get_stream()
         if audio.size:
             stream.accept(audio)
-        job = stream.snapshot_final(self._pass_samples(speech_end))
+        job = stream.snapshot_final(self._pass_samples(sound_end))
         if job is None:
             return None
         start = self._start
         return lambda: self._result(job(), start)
 
-    def _pass_samples(self, speech_end: int | None) -> int | None:
-        """How much of the utterance a second-pass final decodes: up to ``FINAL_TAIL_S`` after the end
-        of speech.  The same cut for a final prepared in a pause and one computed at the endpoint, so
+    def _pass_samples(self, sound_end: int | None) -> int | None:
+        """How much of the utterance a second-pass final decodes: up to ``FINAL_TAIL_S`` after the last
+        sound.  The same cut for a final prepared in a pause and one computed at the endpoint, so
         the text does not depend on which of them the machine had time for, and the pass skips up to
         half a second of silence (less work, a sooner final)."""
-        if speech_end is None:
+        if sound_end is None:
             return None
-        return max(0, speech_end + int(FINAL_TAIL_S * SAMPLE_RATE) - self._start)
+        return max(0, sound_end + int(FINAL_TAIL_S * SAMPLE_RATE) - self._start)
 
     @staticmethod
     def _result(transcript: Transcript, start_sample: int) -> Result:
@@ -335,10 +335,10 @@ class LocalAgreementPolicy(Policy):
         self._trimmed_words = self._trimmed_words + self._committed
         self._committed = []
 
-    def final(self, audio: np.ndarray, speech_end: int | None = None) -> Result:
+    def final(self, audio: np.ndarray, sound_end: int | None = None) -> Result:
         return self.final_from_guess(self._final_pass(audio))
 
-    def guess_final(self, audio: np.ndarray, speech_end: int | None = None) -> Result | None:
+    def guess_final(self, audio: np.ndarray, sound_end: int | None = None) -> Result | None:
         return self._final_pass(audio)
 
     def _final_pass(self, audio: np.ndarray) -> Result:

@@ -372,9 +372,13 @@ async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: Mo
 
 
 async def test_leasing_the_last_idle_decoder_starts_a_spare(pool: ModelPool) -> None:
-    """The next lease finds a decoder already loading instead of starting a process and waiting for it."""
+    """With live streams in use, the next lease finds a decoder already loading instead of starting a
+    process and waiting for it; offline requests alone keep no spare."""
     engine = await pool.get(None)
     one = engine.memory_bytes()  # the decoder started at load time
+    offline = await pool.run(engine, engine.transcribe, np.zeros(1600, dtype=np.float32), TranscribeOptions())
+    assert offline.text == "" and engine.memory_bytes() == one
+    engine.open_stream(TranscribeOptions(language="en")).close()
 
     def lease_twice() -> tuple[int, int, object]:
         with engine.lease():

@@ -63,15 +63,16 @@ def bundled_model_dir() -> Path:
 class DecoderProcess:
     """One decoder in a child process, driven synchronously over pipes (one caller at a time)."""
 
-    def __init__(self, model_dir: Path, wait: bool = True, eager: bool = False) -> None:
-        """Start the child; ``wait=False`` returns at once and the first call waits for the model load.
-        ``eager``: the child loads its partial-decoding decoder up front too (see the worker's ``serve``)."""
+    def __init__(self, model_dir: Path, spare: bool = False) -> None:
+        """Start the child and wait for its model to load.  A ``spare`` returns at once (its first call
+        waits for the rest of the load) and loads the partial-decoding decoder up front too, as spares
+        are started ahead of live streams (see the worker's ``serve``)."""
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hearline.engines.pocketsphinx_worker",
-                 str(to_child_r), str(from_child_w), str(model_dir), *(["eager"] if eager else [])],
+                 str(to_child_r), str(from_child_w), str(model_dir), *(["eager"] if spare else [])],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -81,7 +82,7 @@ class DecoderProcess:
         self._send_conn = Connection(to_child_w, readable=False)
         self._recv_conn = Connection(from_child_r, writable=False)
         self._ready = False
-        if wait:
+        if not spare:
             self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -145,6 +146,7 @@ class PocketSphinxEngine(Engine):
         self._workers: list[DecoderProcess] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._live = False  # a live stream was opened: keep a spare decoder loading (see _keep_a_spare)
         self._available = threading.Semaphore(self._max_decoders)
         # Start one worker up front so a broken install fails at load time, not on the first request.
         self._idle.put(self._new_worker())
@@ -180,7 +182,7 @@ class PocketSphinxEngine(Engine):
             raise ModelFilesMissing(f"PocketSphinx model in {self.model_dir} is missing: {', '.join(missing)}")
 
     def _new_worker(self, spare: bool = False) -> DecoderProcess:
-        worker = DecoderProcess(self.model_dir, wait=not spare, eager=spare)
+        worker = DecoderProcess(self.model_dir, spare=spare)
         with self._lock:
             self._workers.append(worker)
         return worker
@@ -189,9 +191,11 @@ class PocketSphinxEngine(Engine):
         """Start loading another decoder when the last idle one is leased, so the next lease finds one
         ready: a lease that had to start a process waited ~0.5 s for the model to load, and a live
         session's partials stalled that long (lag spikes while sessions ramp up).  The child loads in
-        parallel; whoever leases it before it is ready waits only for the rest of the load."""
+        parallel; whoever leases it before it is ready waits only for the rest of the load.  Only once
+        live streams are in use: offline requests alone wait for nothing that short, and a spare costs a
+        process (``WORKER_MEMORY``)."""
         with self._lock:
-            wanted = self._idle.empty() and len(self._workers) < self._max_decoders and not self._closed
+            wanted = self._live and self._idle.empty() and len(self._workers) < self._max_decoders and not self._closed
         if wanted:
             try:
                 self._idle.put(self._new_worker(spare=True))
@@ -259,6 +263,7 @@ class PocketSphinxEngine(Engine):
 
     def open_stream(self, options: TranscribeOptions) -> EngineStream:
         self.check_options(options)
+        self._live = True
         return PocketSphinxStream(self, options)
 
     def close(self) -> None:

@@ -276,7 +276,9 @@ async def main(args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     clips = [c for c in english_clips() if c.duration <= 20][: args.clips]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(model_dir=Path(tmp) / "models", max_concurrency_per_model=args.max_streams)
+        settings = Settings.load(
+            model_dir=Path(tmp) / "models", max_concurrency_per_model=args.max_streams, model=args.model
+        )
         pool = ModelPool(settings)
         engine = await pool.get(None)
         options = LiveOptions(language="en", pause_ms=args.pause_ms)
@@ -337,6 +339,7 @@ if __name__ == "__main__":
         default=15.0,
         help="unmeasured run of the same sessions before each concurrency trial (0: measure from cold)",
     )
+    parser.add_argument("--model", default=None, help="model name or path (default: the server's default model)")
     parser.add_argument("--long-minutes", type=float, default=None, help="endurance session length (default 60)")
     parser.add_argument(
         "--max-streams",

@@ -40,11 +40,10 @@ def rss_mb(pid: int) -> float:
     return tree_rss_mb(pid)
 
 
-def start_server(port: int, data_dir: str) -> subprocess.Popen[bytes]:
+def start_server(port: int, data_dir: str, model: str | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "XDG_DATA_HOME": data_dir, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hearline.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env
-    )
+    command = [sys.executable, "-m", "hearline.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen([*command, *(["--model", model] if model else [])], env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -61,16 +60,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="sequential requests for the RSS check")
     parser.add_argument("--repeat", type=int, default=3, help="runs per clip and path; the fastest counts")
+    parser.add_argument("--model", default=None, help="model name or path (default: the server's default model)")
     args = parser.parse_args()
 
     clips = english_clips()
     audio_s = sum(c.duration for c in clips)
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, data_dir)
+        server = start_server(port, data_dir, args.model)
         try:
             client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench", max_retries=0)
-            engine = load_engine(resolve_model(None, Settings()), Settings())
+            settings = Settings.load(model=args.model, model_dir=Path(data_dir) / "direct")
+            engine = load_engine(resolve_model(None, settings), settings)
+            print(f"model: {engine.name} ({engine.kind})", flush=True)
             options = TranscribeOptions()
             # warm both paths
             warm = clips[0].path

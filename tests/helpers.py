@@ -214,3 +214,34 @@ class PulseDaemon:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.log.close()
+
+
+#: sox ``synth`` arguments of each non-speech probe (10 s, 16 kHz mono)
+NO_SPEECH_PROBES = {
+    "silence": ["trim", "0", "10"],
+    "hum": ["synth", "10", "sine", "50", "vol", "0.3"],
+    "noise": ["synth", "10", "whitenoise", "vol", "0.1"],
+    "music": ["synth", "10", "pluck", "C3", "pluck", "E3", "pluck", "G3", "remix", "-", "tremolo", "2", "90"],
+    "clicks": ["synth", "0.002", "square", "1000", "pad", "0", "0.498", "repeat", "19"],
+}
+
+
+def no_speech_probes(folder: Path) -> dict[str, Path]:
+    """Write the probes into ``folder``; returns name -> WAV path."""
+    import subprocess
+
+    probes = {}
+    for name, effects in NO_SPEECH_PROBES.items():
+        path = folder / f"{name}.wav"
+        channels = "3" if "remix" in effects else "1"
+        subprocess.run(["sox", "-n", "-r", "16000", "-b", "16", "-c", channels, str(path), *effects], check=True)
+        probes[name] = path
+    return probes
+
+
+def english_dictionary() -> set[str]:
+    """Words of the English pronunciation dictionary PocketSphinx ships (to tell English text from other text)."""
+    import pocketsphinx
+
+    path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    return {line.split(" ", 1)[0].split("(", 1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line}

@@ -114,7 +114,7 @@ def test_local_path_resolves_and_loads_like_a_real_model(
     assert engine.defaults == HEARLINE_DEFAULTS["transcribe"]  # hearline.json next to the weights
     caps = engine.capabilities
     assert caps.translate is True
-    assert caps.languages is None
+    assert caps.languages == engine.languages  # exactly the model's language tokens
     assert caps.language_detection is True
     assert caps.native_streaming is False
     assert {"en", "de", "zh", "haw"} <= engine.languages

@@ -59,13 +59,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         pulse.stop()
 
 
-def test_languages_endpoint_round_trips_the_table(server: ServerThread) -> None:
-    body = httpx.get(server.url + "/v1/languages", timeout=30).json()
-    assert body["object"] == "list"
+def test_languages_endpoint_answers_for_the_model_in_use(server: ServerThread, tiny_whisper_dir: Path) -> None:
+    body = httpx.get(server.url + "/v1/languages", timeout=30).json()  # the default: English-only PocketSphinx
+    assert body["object"] == "list" and body["model"] == "pocketsphinx"
+    usage = {row["code"]: row["usage"] for row in body["data"]}
+    assert usage == {"auto": ["lang_from"], "en": ["lang_from"], "n/a": ["lang_to"]}
+
+    # a multilingual Whisper: every table row whose language it knows, as the seed's table has it
+    body = httpx.get(server.url + "/v1/languages", params={"model": str(tiny_whisper_dir)}, timeout=60).json()
     served = body["data"]
-    assert [{f: row[f] for f in FIELDS} for row in served] == seed_table()
+    table = {row["code"]: row for row in seed_table()}
+    assert all({f: row[f] for f in FIELDS} == table[row["code"]] for row in served)
     usage = {row["code"]: row["usage"] for row in served}
-    assert usage["auto"] == ["lang_from"] and usage["n/a"] == ["lang_to"] and usage["en"] == ["lang_from", "lang_to"]
+    assert len(usage) > 90 and {"de", "fr", "ja", "zh-Hans"} <= set(usage)
+    assert "yue-Hant" not in usage  # a v1/v2 vocabulary has no Cantonese token: not offered
+    assert usage["auto"] == ["lang_from"] and usage["n/a"] == ["lang_to"]
+    assert usage["en"] == ["lang_from", "lang_to"] and usage["de"] == ["lang_from"]  # Whisper translates into English
 
 
 def start(server: ServerThread, **params: str) -> dict[str, Any]:
@@ -76,8 +85,9 @@ def start(server: ServerThread, **params: str) -> dict[str, Any]:
 
 
 def test_every_code_is_accepted_by_start(server: ServerThread, tiny_whisper_dir: Path) -> None:
-    codes = [row["code"] for row in httpx.get(server.url + "/v1/languages", timeout=30).json()["data"]]
     model = str(tiny_whisper_dir)  # multilingual, so every spoken language is allowed
+    rows = httpx.get(server.url + "/v1/languages", params={"model": model}, timeout=30).json()["data"]
+    codes = [row["code"] for row in rows]
     for code in codes:
         if code == "n/a":
             continue

@@ -73,9 +73,9 @@ def test_seed_001_registry_parses_unchanged(tmp_path: Path) -> None:
     assert spec.options["num_threads"] == 4 and spec.options["language"] == ""
 
 
-def test_seed_001_default_model_falls_back_until_installed(tmp_path: Path) -> None:
+def test_seed_001_default_model_falls_back_until_installed(tmp_path: Path, whisper_default: None) -> None:
     settings = _settings(tmp_path, SEED_001_REGISTRY)
-    assert resolve_model(None, settings).name == "pocketsphinx"  # sensevoice-small is not installed
+    assert resolve_model(None, settings).name == "base"  # sensevoice-small is not installed: the packaged Whisper
     root = settings.model_dir / SENSE_DIR
     root.mkdir(parents=True)
     (root / "model.int8.onnx").write_bytes(b"onnx")

@@ -75,7 +75,7 @@ class TranscribeOptions:
     temperature: float = 0.0  # 0: engine default with fallback where the engine has one
     beam_size: int = 5
     word_timestamps: bool = False
-    vad_filter: bool = False
+    vad_filter: bool | None = None  # skip non-speech before decoding; None: the engine's default
     hotwords: str | None = None
 
 

@@ -36,6 +36,7 @@ from hearline.engines.base import (
     Word,
     join_text,
 )
+from hearline.engines.guards import SEGMENT_REPEATS, is_hallucination, repeats_segment
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class FasterWhisperEngine(Engine):
         self.multilingual = bool(self.model.model.is_multilingual)
         self._languages = self._model_languages()
         self._caps = Capabilities(
-            languages=None if self.multilingual else frozenset({"en"}),
+            languages=self._languages,  # exactly the model's language tokens
             translate=self.multilingual,
             native_streaming=False,
             word_timestamps=True,
@@ -336,7 +337,8 @@ class FasterWhisperEngine(Engine):
             temperature=temperature,
             beam_size=max(1, int(options.beam_size)),
             word_timestamps=bool(options.word_timestamps),
-            vad_filter=bool(options.vad_filter),
+            # no words from no speech: Whisper writes text over silence, hum and noise unless VAD skips it
+            vad_filter=True if options.vad_filter is None else options.vad_filter,
             hotwords=options.hotwords or None,
         )
         return kwargs
@@ -359,7 +361,12 @@ class FasterWhisperEngine(Engine):
         try:
             generator, info = self.model.transcribe(audio, **kwargs)
             last_start = 0.0
+            recent: list[str] = []  # texts of the last segments decoded, for loops across segments
             for raw in generator:  # segments come out as each 30 s window is decoded
+                recent = [*recent[-(SEGMENT_REPEATS - 1) :], raw.text]
+                if is_hallucination(raw.text, raw.compression_ratio) or repeats_segment(recent):
+                    logger.info("dropped a repetition loop at %.1f s: %.80r", raw.start, raw.text)
+                    continue
                 segment = _convert(raw, len(segments), duration, last_start)
                 last_start = segment.start
                 segments.append(segment)

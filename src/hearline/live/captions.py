@@ -33,6 +33,7 @@ from hearline import languages
 from hearline.audio import capture
 from hearline.config import Settings
 from hearline.engines.base import EngineError, UnsupportedOption
+from hearline.live.audio_history import AudioHistory
 from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial
 from hearline.live.translate import (
     TranslationRequest,
@@ -45,7 +46,6 @@ from hearline.models.resolve import UnknownModel
 
 logger = logging.getLogger(__name__)
 
-AUDIO_KEEP_S = 120.0  # captured audio kept for the Whisper translator (finals are at most max_utterance_s)
 CAPTURE_QUEUE_S = 30.0  # captured audio buffered while the session is busy
 STOP_FLUSH_S = 20.0  # how long /stop waits for the last final before closing the session
 
@@ -197,9 +197,7 @@ class _Run:
     capture: capture.PulseCapture | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
-    audio: deque[np.ndarray] = field(default_factory=deque)
-    audio_start: int = 0  # sample index of audio[0]
-    audio_samples: int = 0
+    audio: AudioHistory | None = None  # kept for the Whisper translator
     caption_ids: dict[int, int] = field(default_factory=dict)
 
     def data(self, running: bool) -> dict[str, Any]:
@@ -213,21 +211,6 @@ class _Run:
             "translator": self.translator_name,
             "started_at": self.started_at,
         }
-
-    def keep_audio(self, block: np.ndarray, limit: int) -> None:
-        self.audio.append(block)
-        self.audio_samples += len(block)
-        while self.audio and self.audio_samples - self.audio_start - len(self.audio[0]) >= limit:
-            self.audio_start += len(self.audio.popleft())
-
-    def audio_between(self, start_s: float, end_s: float) -> np.ndarray | None:
-        if not self.audio:
-            return None
-        whole = np.concatenate(list(self.audio))
-        a = max(0, int(start_s * capture.SAMPLE_RATE) - self.audio_start)
-        b = max(a, int(end_s * capture.SAMPLE_RATE) - self.audio_start)
-        piece = whole[a:b]
-        return piece if piece.size else None
 
 
 def validate_language(code: str | None, *, allow: str, field_name: str) -> str:
@@ -440,7 +423,7 @@ class CaptionService:
                     },
                 )
                 if run.worker is not None and event.text.strip():
-                    audio = run.audio_between(event.start, event.end) if run.translator_name == "whisper" else None
+                    audio = run.audio.between(event.start, event.end) if run.audio is not None else None
                     skipped = run.worker.submit(
                         TranslationRequest(cid, event.text, language, run.request.lang_to, audio)
                     )
@@ -475,13 +458,14 @@ class CaptionService:
                 await pusher
 
     async def _push_loop(self, run: _Run, queue: asyncio.Queue[np.ndarray | None]) -> None:
-        keep = int(AUDIO_KEEP_S * capture.SAMPLE_RATE) if run.translator_name == "whisper" else 0
+        if run.translator_name == "whisper":
+            run.audio = AudioHistory()
         while True:
             block = await queue.get()
             if block is None:
                 return
-            if keep:
-                run.keep_audio(block, keep)
+            if run.audio is not None:
+                run.audio.add(block)
             await run.session.push(block, capture.SAMPLE_RATE)
 
     async def _read_loop(self, run: _Run, queue: asyncio.Queue[np.ndarray | None]) -> None:

@@ -228,13 +228,11 @@ class LocalAgreementPolicy(Policy):
         options: TranscribeOptions,
         partial_interval_s: float = 0.5,
         trim_s: float = 12.0,
-        history: str = "",
     ) -> None:
         self._engine = engine
         self._options = options
         self.batch_samples = max(WINDOW_SAMPLES, int(partial_interval_s * SAMPLE_RATE))
         self._trim = int(trim_s * SAMPLE_RATE)
-        self.history = history  # text of earlier finals (prompt context)
         self._reset(0)
 
     def _reset(self, start_sample: int) -> None:
@@ -262,7 +260,9 @@ class LocalAgreementPolicy(Policy):
         return self._window[0] if self._window else np.zeros(0, dtype=np.float32)
 
     def _prompt(self) -> str | None:
-        parts = [self._options.prompt or "", self.history, self._trimmed_text]
+        """The client's prompt and this utterance's text already cut from the window.  Earlier utterances' finals
+        are not prompted: on short utterances that context made Whisper repeat them or copy their style."""
+        parts = [self._options.prompt or "", self._trimmed_text]
         text = " ".join(p.strip() for p in parts if p and p.strip())
         return text[-PROMPT_CHARS:] or None
 
@@ -352,7 +352,6 @@ class LocalAgreementPolicy(Policy):
         return Result(text=text, words=kept + words, language=detected or language)
 
     def final_from_guess(self, guess: Result) -> Result:
-        self.history = f"{self.history} {guess.text}".strip()[-PROMPT_CHARS:]
         self._reset(self._window_start + self._window_samples)
         return guess
 

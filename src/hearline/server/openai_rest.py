@@ -17,7 +17,7 @@ import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -34,6 +34,8 @@ from hearline.server.errors import APIError, UploadTooLarge, drain_body, to_api_
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+B = TypeVar("B", bool, None)
 
 #: room for the multipart framing and the small text fields on top of the file-size limit
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -110,7 +112,7 @@ def _text(form: FormData, name: str) -> str | None:
     return value.strip()
 
 
-def _bool(form: FormData, name: str, default: bool) -> bool:
+def _bool(form: FormData, name: str, default: B) -> bool | B:
     value = _text(form, name)
     if value is None:
         return default
@@ -235,7 +237,7 @@ def parse_request(form: FormData, task: Task) -> AudioRequest:
         temperature=_temperature(form),
         beam_size=_beam_size(form),
         word_timestamps=words or bool(includes),
-        vad_filter=_bool(form, "vad_filter", default=chunking is not None),
+        vad_filter=_bool(form, "vad_filter", default=True if chunking is not None else None),
         hotwords=_text(form, "hotwords") or None,
     )
     return AudioRequest(

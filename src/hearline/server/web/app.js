@@ -127,7 +127,7 @@
     }
   }
 
-  function restoreSelect(select, key) {
+  function restoreSelect(select, key, listen = true) {
     let saved = null;
     try {
       saved = localStorage.getItem(key);
@@ -135,7 +135,7 @@
       console.warn("storage unavailable", err);
     }
     if (saved !== null && [...select.options].some((o) => o.value === saved)) select.value = saved;
-    select.addEventListener("change", () => remember(key, select.value));
+    if (listen) select.addEventListener("change", () => remember(key, select.value));
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -154,9 +154,13 @@
     select.appendChild(option);
   }
 
+  // The menus offer what the chosen model can do: reloaded whenever the model changes.
+  let languagesLoaded = false;
   async function loadLanguages() {
+    const model = ui.model.value;
+    for (const select of [ui.language, ui.target]) while (select.options.length > 1) select.remove(1);
     try {
-      const body = await getJSON("v1/languages");
+      const body = await getJSON(model ? `v1/languages?model=${encodeURIComponent(model)}` : "v1/languages");
       for (const row of body.data || []) {
         const usage = row.usage || ["lang_from", "lang_to"];
         const name = row.displayName || row.name || row.code;
@@ -169,8 +173,9 @@
       ui.target.dataset.unavailable = "1";
       renderRecordButton();
     }
-    restoreSelect(ui.language, "hearline.language");
-    restoreSelect(ui.target, "hearline.target");
+    restoreSelect(ui.language, "hearline.language", !languagesLoaded);
+    restoreSelect(ui.target, "hearline.target", !languagesLoaded);
+    languagesLoaded = true;
   }
 
   async function loadModels() {
@@ -829,8 +834,8 @@
       showMessage(explainInsecure(), "warning");
     }
     renderRecordButton();
-    loadLanguages();
-    loadModels();
+    loadModels().then(loadLanguages);
+    ui.model.addEventListener("change", loadLanguages);
     window.hearline = { transcript, live }; // for debugging and the browser tests
   }
 

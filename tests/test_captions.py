@@ -24,7 +24,7 @@ from hearline.config import Settings
 from hearline.live.captions import EventHub, Message
 from hearline.server.app import create_app
 from hearline.server.captions import standalone_app
-from tests.helpers import PulseDaemon, ServerThread, clip, wer
+from tests.helpers import PulseDaemon, ServerThread, clip, english_dictionary, normalize, wer
 
 pytestmark = pytest.mark.audio_device
 
@@ -380,3 +380,35 @@ def test_hub_backlog_resumes_and_reports_a_gap() -> None:
     _, replay = hub.subscribe()
     assert replay == [] and "id: " not in Message(None, "ping", {}).encode().decode()
     assert hub.publish("translate", {"id": 1}).encode().decode().startswith(f"id: {ids[-1] + 1}\nevent: translate\n")
+
+
+def test_whisper_default_captions_german_system_audio_with_english_translation(
+    pulse: PulseDaemon, tmp_path: Path
+) -> None:
+    """Nothing configured: Whisper base captions what the machine plays, detects German and translates it
+    into English with its own translate task."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("HEARLINE_MODEL")
+        settings = Settings.load(model_dir=tmp_path / "models", pulse_server=pulse.server, ping_interval_s=0.5)
+    srv = ServerThread(create_app(settings), timeout_graceful_shutdown=3).start()
+    sse = SSEClient(srv.url)
+    try:
+        status, body = call(srv, "/start", source="system", lang_to="en")
+        assert status == 200 and body["code"] == 0 and body["data"]["model"] == "base", body
+        assert body["data"]["translator"] == "whisper"
+        source = clip("de_fleurs_de_004")
+        play(pulse, "de_fleurs_de_004")
+        assert sse.wait_for(lambda ev: any(n == "translate" for n, _, _ in ev))
+        call(srv, "/stop")
+        finals = sse.finals()
+        german = " ".join(d["text"] for d in finals)
+        english = " ".join(d["text"] for n, d, _ in sse.snapshot() if n == "translate")
+        assert {d["language"] for d in finals} == {"de"}, finals
+        print(f"whisper captions WER {wer(source.text or '', german):.3f}: {german!r}; English: {english!r}")
+        assert wer(source.text or "", german) <= 0.3, german  # measured 0.095
+        words = normalize(english).split()
+        dictionary = english_dictionary()
+        assert len(words) >= 5 and sum(w in dictionary for w in words) / len(words) >= 0.85, english
+    finally:
+        sse.close()
+        srv.stop()

@@ -435,3 +435,27 @@ def test_pages_work_under_a_path_prefix_and_static_files_are_confined(
     finally:
         srv.stop()
     assert console.unexpected() == [], console.messages
+
+
+def test_whisper_default_page_live_and_upload(page: Page, whisper_server: ServerThread, console: Console) -> None:
+    """The page on the real Whisper default: its menus offer what base can do (many languages in, English out),
+    live recording from the fake microphone, and a German upload with the language detected."""
+    page.goto(whisper_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#language option').length > 50")
+    spoken = page.eval_on_selector_all("#language option", "els => els.map(e => e.value)")
+    targets = page.eval_on_selector_all("#target option", "els => els.map(e => e.value)")
+    assert {"de", "fr", "ja", "en"} <= set(spoken)
+    assert [t for t in targets if t not in ("", "n/a")] == ["en"]  # Whisper translates into English only
+    record_clip(page, CLIP.duration)
+    live = transcript_text(page)
+    print(f"whisper live WER {wer(CLIP.text or '', live):.3f}: {live!r}")
+    assert wer(CLIP.text or "", live) <= 0.2, live  # measured 0.000
+
+    german = clip("de_fleurs_de_004")
+    page.set_input_files("#file", str(german.path))
+    page.click("#upload")
+    page.wait_for_function("/Transcribed/.test(document.getElementById('upload-status').textContent)", timeout=120_000)
+    uploaded = transcript_text(page, "[data-kind='file']")
+    print(f"whisper German upload WER {wer(german.text or '', uploaded):.3f}: {uploaded!r}")
+    assert wer(german.text or "", uploaded) <= 0.2, uploaded  # measured 0.048
+    assert console.unexpected() == [], console.messages

@@ -60,6 +60,7 @@ def test_corpus_wer_and_detected_language_per_language(client: OpenAI, language:
     detected = [r.language for r in results]
     assert detected == [FULL_NAMES[language]] * len(clips)
     corpus_wer = wer([c.text or "" for c in clips], [r.text for r in results])
+    print(f"{language}: corpus WER {corpus_wer:.3f} over {len(clips)} clips")
     assert corpus_wer <= WER_BOUNDS[language], (corpus_wer, [r.text for r in results])
 
 
@@ -81,6 +82,7 @@ def test_every_response_format_with_words_and_the_models_logprobs(client: OpenAI
         model="gpt-4o-transcribe", file=jfk.path, response_format="verbose_json",
         timestamp_granularities=["word", "segment"],
     )  # fmt: skip
+    print(f"jfk WER {wer(jfk.text or '', verbose.text):.3f}")
     assert wer(jfk.text or "", verbose.text) <= 0.05  # measured 0.0
     words = verbose.words or []
     assert [normalize(w.word) for w in words] == normalize(verbose.text).split()
@@ -119,6 +121,7 @@ def test_sse_stream_deltas_add_up_to_the_text(whisper_server: ServerThread) -> N
     done = payloads[-1]
     assert done["type"] == "transcript.text.done" and len(deltas) >= 2
     assert "".join(deltas).strip() == done["text"]
+    print(f"sonnet SSE WER {wer(long_clip.text or '', done['text']):.3f}")
     assert wer(long_clip.text or "", done["text"]) <= 0.15  # measured 0.093
 
 
@@ -130,6 +133,7 @@ def test_translation_of_german_and_french_speech_is_english(client: OpenAI) -> N
         words = normalize(text).split()
         assert len(words) >= 5, text
         english = sum(word in dictionary for word in words) / len(words)
+        print(f"{clip_id}: English share {english:.2f}: {text!r}")
         assert english >= 0.85, (clip_id, text)  # measured 1.0, 0.95, 1.0
         original = normalize(source.text or "").split()
         assert sum(word in dictionary for word in original) / len(original) < english  # it did translate

@@ -76,6 +76,7 @@ class TranscribeOptions:
     beam_size: int = 5
     word_timestamps: bool = False
     vad_filter: bool | None = None  # skip non-speech before decoding; None: the engine's default
+    fallback: bool = True  # with temperature 0: retry hotter when a decode looks wrong (Whisper); off: one pass
     hotwords: str | None = None
 
 

@@ -328,7 +328,7 @@ class FasterWhisperEngine(Engine):
         """faster-whisper ``transcribe`` keywords for ``options`` (model defaults underneath)."""
         kwargs: dict[str, Any] = dict(self.defaults)
         temperature: float | tuple[float, ...] = (
-            FALLBACK_TEMPERATURES if options.temperature <= 0 else float(options.temperature)
+            FALLBACK_TEMPERATURES if options.temperature <= 0 and options.fallback else max(0.0, options.temperature)
         )
         kwargs.update(
             language=self._language(options.language),

@@ -266,13 +266,16 @@ class LocalAgreementPolicy(Policy):
         text = " ".join(p.strip() for p in parts if p and p.strip())
         return text[-PROMPT_CHARS:] or None
 
-    def _decode(self, language: str | None) -> tuple[list[Word], str | None]:
+    def _decode(self, language: str | None, final: bool = False) -> tuple[list[Word], str | None]:
+        """One pass over the window.  Partials are cheap (greedy, one temperature): they are redone every step and
+        only their agreed prefix counts; the final is full quality (the session's beam, temperature fallback)."""
         options = TranscribeOptions(
             language=language,
             task=self._options.task,
             prompt=self._prompt(),
             temperature=self._options.temperature,
-            beam_size=self._options.beam_size,
+            beam_size=self._options.beam_size if final else 1,
+            fallback=final,
             word_timestamps=True,
             hotwords=self._options.hotwords,
         )
@@ -346,7 +349,7 @@ class LocalAgreementPolicy(Policy):
         self._append(audio)
         trimmed = self._trimmed_text
         language = self._options.language if not trimmed else self._language
-        words, detected = self._decode(language)
+        words, detected = self._decode(language, final=True)
         kept = list(self._trimmed_words)
         text = " ".join(p for p in (trimmed, " ".join(w.word.strip() for w in words)) if p).strip()
         return Result(text=text, words=kept + words, language=detected or language)

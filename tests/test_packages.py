@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hearline.config import Settings
-from hearline.models import packages
+from hearline.models import packages, resolve
 from hearline.models.catalog import load_catalog
 from hearline.models.download import ModelUnavailable, install_package
 from hearline.models.resolve import POCKETSPHINX, default_spec, load_engine, resolve_model
@@ -157,6 +157,7 @@ def test_default_is_base_when_packaged_else_pocketsphinx_and_the_log_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("HEARLINE_MODEL")
+    monkeypatch.setattr(resolve, "_default_logged", set())  # the choice is logged once per process: start afresh
     caplog.set_level(logging.INFO, logger="hearline.models.resolve")
     settings = Settings.load(model_dir=tmp_path / "a", models_file=tmp_path / "none.yaml")
     assert default_spec(settings).name == "base"

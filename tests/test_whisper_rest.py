@@ -163,3 +163,13 @@ def test_languages_list_what_the_model_in_use_can_do(whisper_server: ServerThrea
     codes = {row["code"]: row["usage"] for row in english_only["data"]}
     assert codes.get("en") == ["lang_from"] and "de" not in codes  # tiny.en neither hears nor translates
     assert set(codes) <= {"auto", "n/a", "en"}
+
+
+def test_a_fixed_language_is_honoured(client: OpenAI) -> None:
+    german = clip("de_fleurs_de_004")
+    auto = client.audio.transcriptions.create(model="whisper-1", file=german.path, response_format="verbose_json")
+    fixed = client.audio.transcriptions.create(
+        model="whisper-1", file=german.path, response_format="verbose_json", language="en"
+    )
+    assert auto.language == "german" and fixed.language == "english"
+    assert wer(german.text or "", auto.text) < wer(german.text or "", fixed.text)  # decoded as English, not German

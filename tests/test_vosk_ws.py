@@ -93,9 +93,12 @@ async def test_eof_flushes_the_last_utterance(server: ServerThread) -> None:
     data = pcm(("en_pocketsphinx_goforward",), gap_s=0)[: int(2.3 * 16000) * 2]  # speech ends at ~2.2 s
     replies = await lockstep(server.ws_url + "/vosk", chunks(data, 16000))
     last = replies[-1]
-    assert set(last) == {"text"}  # words were not asked for
+    assert set(last) == {"text", "result"}  # word results are on by default, as in vosk-server
+    assert " ".join(w["word"] for w in last["result"]) == last["text"]
     assert "forward" in last["text"].split(), replies
     assert not any(r.get("text") for r in replies[:-1])
+    quiet = await lockstep(server.ws_url + "/vosk", chunks(data, 16000), {"sample_rate": 16000, "words": False})
+    assert set(quiet[-1]) == {"text"} and quiet[-1]["text"] == last["text"]  # words: false turns them off
 
 
 async def test_reset_ends_the_utterance_now(server: ServerThread) -> None:
@@ -142,7 +145,9 @@ async def test_standalone_port_any_path_8k(server: ServerThread, vosk_port: Serv
     data = pcm(("en_pocketsphinx_goforward",), gap_s=0)
     replies = await lockstep(vosk_port.ws_url + "/some/path", chunks(data, 16000), {"max_alternatives": 2})
     alternatives = next(r["alternatives"] for r in replies if "alternatives" in r and r["alternatives"][0]["text"])
-    assert len(alternatives) == 1 and set(alternatives[0]) == {"confidence", "text"}
+    # words on by default: each alternative carries its words without conf, as Vosk's alternatives do
+    assert len(alternatives) == 1 and set(alternatives[0]) == {"confidence", "result", "text"}
+    assert all(set(w) == {"word", "start", "end"} for w in alternatives[0]["result"])
     assert "forward" in alternatives[0]["text"].split()
 
 

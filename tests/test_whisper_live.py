@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from pathlib import Path
@@ -196,6 +197,10 @@ async def test_vosk_lockstep_stream_matches_offline(whisper_server: ServerThread
     results = await vosk_results(whisper_server, audio_of(TWO_CLIPS))
     text = " ".join(r["text"] for r in results if r["text"])
     check_streaming(whisper_server, TWO_CLIPS, text)
+    words = [w for r in results if r["text"] for w in r["result"]]  # word results are on by default
+    assert [w["word"] for w in words] == text.split()
+    assert all(0 < w["conf"] <= 1 and w["start"] <= w["end"] for w in words)
+    assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(words))
 
 
 # -- no words from no speech, on every live door --------------------------------------------------

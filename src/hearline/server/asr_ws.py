@@ -25,9 +25,11 @@ at least ``SILENCE_LINE_S`` between speech (from the VAD's speech end to the nex
 before the first and after the last speech) becomes a ``speaker: -2`` line with empty text.
 
 Errors: a text frame gets ``{"type": "error", "error": ...}`` and the session goes on.  Undecodable audio
-(garbage, a stream without its header, a truncated stream) gets an update with ``"status": "error"`` and
-an ``error`` string; for garbage the audio decoded so far is still finalised and sent, then the socket is
-closed with 1007.  A truncated stream reported at the empty frame still ends with ``ready_to_stop``.
+(garbage, a stream without its header) gets an update with ``"status": "error"`` and an ``error`` string;
+the audio decoded so far is still finalised and sent, then the socket is closed with 1007.  A stream that
+ends inside a block at the empty frame is a normal stop (a browser's recorder delivers its last chunk after
+the page's empty frame): what arrived is transcribed, and audio after the empty frame is logged and ignored,
+as WhisperLiveKit does.
 
 Diff mode (``mode=diff``).  The first update is ``{"type": "snapshot", "seq": 1, ...full update...}``;
 every later one is::
@@ -503,18 +505,20 @@ class _Connection:
                     self.state.set_error(str(exc))
             await self._push(session, tail)
             if self.decoder.truncated:
-                self.state.set_error(self.decoder.truncation)
+                # Normal at a browser's stop: MediaRecorder's last chunk (the end of its last block) arrives
+                # after the page sent the empty frame.  What arrived is transcribed; not an error.
+                logger.info("/asr: %s (the end of a recording)", self.decoder.truncation)
         await session.flush()
         await forwarder
         await self._wait_for_translations()
         self.state.end_of_audio(session.audio_seconds)
         await self._send_update()
         await self._send({"type": "ready_to_stop"})
-        # The client closes the socket; audio it sends meanwhile gets an error (a repeated end is ignored).
+        # The client closes the socket; audio it sends meanwhile (a recorder's last chunk) is logged and ignored.
         while True:
             message = await self._receive()
             if message:
-                await self._send({"type": "error", "error": "this session has ended; open a new connection"})
+                logger.info("/asr: ignored %d bytes sent after the end of the audio", len(message))
 
     async def _fail(self, error: str, code: int, session: LiveSession, forwarder: asyncio.Task[None]) -> None:
         """Fatal error: report it (the session's own message if it had one), finalise what was heard, close."""

@@ -62,7 +62,7 @@ class VoskConnection:
         self.settings = state.settings
         self.pool = state.pool
         self.sample_rate = DEFAULT_SAMPLE_RATE
-        self.words = False
+        self.words = True  # vosk-server's default (VOSK_SHOW_WORDS=true): test_srt.py builds SRT from them
         self.max_alternatives = 0
         self.phrases: list[str] = []
         self.model: str | None = None

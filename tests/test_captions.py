@@ -211,6 +211,23 @@ def test_virtual_microphone_is_captioned(server: ServerThread, pulse: PulseDaemo
         pulse.pactl("unload-module", feed)
 
 
+def test_stop_sends_a_close_event_and_the_stream_stays_open_for_the_next_start(server: ServerThread) -> None:
+    sse = SSEClient(server.url)
+    try:
+        assert call(server, "/start", source="system")[1]["code"] == 0
+        assert call(server, "/stop")[1]["message"] == "stopped"
+        assert sse.wait_for(lambda ev: any(n == "close" for n, _, _ in ev))
+        closes = [(d, i) for n, d, i in sse.snapshot() if n == "close"]
+        assert closes == [({"message": "captions stopped", "reason": "stopped"}, closes[0][1])]
+        assert closes[0][1] is not None  # part of the resumable stream (Last-Event-ID replays it)
+        seen = len(sse.snapshot())
+        assert call(server, "/start", source="system")[1]["code"] == 0
+        assert sse.wait_for(lambda ev: len(ev) > seen and any(n == "ping" for n, _, _ in ev[seen:]))  # still open
+        assert call(server, "/stop")[1]["code"] == 0
+    finally:
+        sse.close()
+
+
 def test_start_restarts_and_stop_when_stopped_is_not_an_error(server: ServerThread) -> None:
     status, body = call(server, "/start", source="system")
     assert status == 200 and body["code"] == 0 and body["message"].startswith("started")

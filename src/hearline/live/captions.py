@@ -332,6 +332,9 @@ class CaptionService:
                 return "not running", self.status()
             run = self._run
             await self._stop_run()
+            # seed 000's close event: the overlay knows captions ended (not a lost connection); the SSE stream
+            # stays open for the next /start
+            self.hub.publish("close", {"message": "captions stopped", "reason": "stopped"})
             return "stopped", run.data(False)
 
     async def shutdown(self) -> None:

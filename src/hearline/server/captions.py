@@ -186,7 +186,7 @@ async def events(request: Request) -> Any:
                     yield Message(None, "ping", {"time": time.time()}).encode()
                     continue
                 yield message.encode()
-                if message.event == "close":
+                if message.event == "close" and message.id is None:  # shutdown; /stop's close keeps the stream
                     return
                 if sub.dropped and sub.queue.empty():
                     yield Message(None, "close", {"message": "dropped: too slow"}).encode()

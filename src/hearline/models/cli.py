@@ -350,7 +350,7 @@ def _install_dir(
         if missing:
             raise download.DownloadError(f"{root.name} lacks {', '.join(missing)} needed by {entry.name!r}")
         target = entry.install_path(model_dir)
-        download._replace_dir(root, target)
+        download.replace_dir(root, target)
         return entry.name, target
     data: dict[str, Any] = {"dir": root.name}
     if (root / "model.bin").exists():
@@ -365,7 +365,7 @@ def _install_dir(
     else:
         raise ValueError(f"{root.name}: cannot tell which engine this model is for; pass --type")
     target = model_dir / root.name
-    download._replace_dir(root, target)
+    download.replace_dir(root, target)
     save_entry(settings, name, data)
     logger.info("registered %s in %s", name, registry_path(settings))
     return name, target

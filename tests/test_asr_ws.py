@@ -84,6 +84,21 @@ def _scripted_events() -> list[Any]:
     ]
 
 
+def test_the_buffer_joins_the_last_line_as_the_reference_page_prints_it() -> None:
+    """WhisperLiveKit's page prints ``line.text + buffer_transcription``: words stay apart, CJK stays joined."""
+    state = TranscriptState()
+    state.apply(Partial(1, "it was mr coulter", 0.0, committed="it was"), now=1.0)
+    update = state.update()
+    assert update["lines"][-1]["text"] + update["buffer_transcription"] == "it was mr coulter"
+    state.apply(Partial(1, "我们 今天", 0.0, committed="我们"), now=1.5)
+    update = state.update()
+    assert update["lines"][-1]["text"] + update["buffer_transcription"] == "我们今天"
+    state.apply(Final(1, "It was Mr. Coulter.", 0.0, 2.0), now=2.0)
+    state.apply(Partial(2, "then", 2.5), now=3.0)
+    update = state.update()
+    assert update["lines"][-1]["text"] + update["buffer_transcription"] == "It was Mr. Coulter. then"
+
+
 def test_full_updates_and_diffs_reproduce_the_lines() -> None:
     state = TranscriptState()
     encoder = DiffEncoder()
@@ -122,7 +137,9 @@ def test_full_updates_and_diffs_reproduce_the_lines() -> None:
     assert final["status"] == "active_transcription" and final["buffer_transcription"] == ""
     assert any(u["status"] == "error" and u["error"] == "engine hiccup" for u in updates)
     assert any(u["remaining_time_transcription"] == 0.4 for u in updates)
-    provisional = [u for u in updates if u["buffer_transcription"] == "how"]
+    # the buffer carries its leading space, as the reference server's tokens do: a page joining
+    # ``text + buffer`` shows "hello world how", not "hello worldhow"
+    provisional = [u for u in updates if u["buffer_transcription"] == " how"]
     assert provisional and provisional[0]["lines"][-1]["text"] == "hello world"
     state.end_of_audio(45.0)  # still in speech (no endpoint yet): no trailing silence line
     assert len(state.update()["lines"]) == 5

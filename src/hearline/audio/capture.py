@@ -102,11 +102,11 @@ def _defaults(server: str | None) -> tuple[str | None, str | None]:
     sink = source = None
     for line in _pactl(["info"], server).splitlines():
         key, _, value = line.partition(":")
-        value = value.strip() or None
+        found = value.strip() or None
         if key.strip() == "Default Sink":
-            sink = value
+            sink = found
         elif key.strip() == "Default Source":
-            source = value
+            source = found
     return sink, source
 
 

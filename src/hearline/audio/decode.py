@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 from os import PathLike
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import av
 import numpy as np
@@ -40,7 +40,7 @@ def decode_audio(
             raise AudioDecodeError("the audio file is empty")
         source = io.BytesIO(bytes(source))
     elif hasattr(source, "seek") and hasattr(source, "tell"):
-        _reject_empty_stream(source)  # type: ignore[arg-type]
+        _reject_empty_stream(cast(BinaryIO, source))
 
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")

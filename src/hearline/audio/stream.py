@@ -33,9 +33,9 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import av
 import numpy as np
@@ -191,7 +191,7 @@ class StreamDecoder:
 
     # -- decoding --
 
-    def _decode_packets(self, packets: list[bytes | None]) -> np.ndarray:
+    def _decode_packets(self, packets: Sequence[bytes | None]) -> np.ndarray:
         if self._codec is None and self._demuxer is not None and self._demuxer.codec is not None:
             self._codec = _open_codec(*self._demuxer.codec)
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
@@ -247,7 +247,7 @@ def _could_still_match(head: bytes) -> bool:
 
 def _open_codec(name: str, extradata: bytes) -> av.AudioCodecContext:
     try:
-        ctx = av.CodecContext.create(name, "r")
+        ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "r"))
         if extradata:
             ctx.extradata = extradata
         if name == "opus":
@@ -255,7 +255,7 @@ def _open_codec(name: str, extradata: bytes) -> av.AudioCodecContext:
         ctx.open()
     except av.error.FFmpegError as exc:
         raise StreamDecodeError(f"cannot open the {name} decoder: {exc}") from exc
-    return ctx  # type: ignore[return-value]
+    return ctx
 
 
 def _collect(frames: list[av.AudioFrame]) -> np.ndarray:

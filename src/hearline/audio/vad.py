@@ -17,6 +17,7 @@ import importlib.resources
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ _session_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _session():  # type: ignore[no-untyped-def]
+def _session() -> Any:
     """The shared inference session, created on first use (never at import)."""
     try:
         import onnxruntime

@@ -18,9 +18,13 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hearline.config import Settings
+    from hearline.models.resolve import ModelSpec
 
 from hearline.engines.base import (
     SAMPLE_RATE,
@@ -432,7 +436,7 @@ def default_threads(num_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, num_workers))
 
 
-def load(spec, settings):  # type: ignore[no-untyped-def]
+def load(spec: ModelSpec, settings: Settings) -> FasterWhisperEngine:
     """Entry point used by :func:`hearline.models.resolve.load_engine`."""
     path = locate_model(spec.name, spec.path, settings, repo=spec.repo)
     num_workers = max(1, settings.max_concurrency_per_model)

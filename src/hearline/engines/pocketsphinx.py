@@ -19,9 +19,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hearline.config import Settings
+    from hearline.models.resolve import ModelSpec
 
 from hearline.audio.decode import float_to_pcm16
 from hearline.engines import pocketsphinx_worker
@@ -148,6 +152,8 @@ class PocketSphinxEngine(Engine):
         self._closed = False
         self._live = False  # a live stream was opened: keep a spare decoder loading (see _keep_a_spare)
         self._available = threading.Semaphore(self._max_decoders)
+        self._lease_count_lock = threading.Lock()
+        self._leases = 0  # decoders lent out now (a semaphore does not say)
         # Start one worker up front so a broken install fails at load time, not on the first request.
         self._idle.put(self._new_worker())
 
@@ -167,7 +173,8 @@ class PocketSphinxEngine(Engine):
 
     @property
     def leases_in_use(self) -> int:
-        return self._max_decoders - self._available._value  # type: ignore[attr-defined]
+        with self._lease_count_lock:
+            return self._leases
 
     def memory_bytes(self) -> int:
         return len(self._workers) * WORKER_MEMORY
@@ -212,6 +219,8 @@ class PocketSphinxEngine(Engine):
     def lease(self) -> Iterator[DecoderProcess]:
         """Borrow a decoder process; blocks while all ``max_decoders`` are in use."""
         self._available.acquire()
+        with self._lease_count_lock:
+            self._leases += 1
         try:
             worker = None
             while worker is None:
@@ -234,6 +243,8 @@ class PocketSphinxEngine(Engine):
                 else:
                     self._discard(worker)
         finally:
+            with self._lease_count_lock:
+                self._leases -= 1
             self._available.release()
 
     def transcribe(
@@ -413,7 +424,7 @@ def _clean_text(text: str) -> str:
     return " ".join(_clean_word(t) for t in text.split() if not t.startswith(("<", "[", "+")))
 
 
-def load(spec, settings):  # type: ignore[no-untyped-def]
+def load(spec: ModelSpec, settings: Settings) -> PocketSphinxEngine:
     """Entry point used by :func:`hearline.models.resolve.load_engine`."""
     return PocketSphinxEngine(
         name=spec.name,

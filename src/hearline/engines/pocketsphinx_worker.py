@@ -43,7 +43,7 @@ SILENT_RMS = 3.0  # s16 units (-80 dBFS): below this an utterance holds no speec
 RawWord = tuple[str, float, float, float | None]  # word, start s, end s, probability
 
 
-def serve(conn: Connection, model_dir: str, eager: bool = False) -> None:
+def serve(conn: Connection | _Duplex, model_dir: str, eager: bool = False) -> None:
     """Serve decode requests until the pipe closes or ``("close",)`` arrives.
 
     ``eager``: also load the partial-decoding decoder before saying ready (a spare that a live stream
@@ -190,7 +190,7 @@ def main() -> None:
     read_fd, write_fd, model_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     conn_in = Connection(read_fd, writable=False)
     conn_out = Connection(write_fd, readable=False)
-    serve(_Duplex(conn_in, conn_out), model_dir, eager=sys.argv[4:5] == ["eager"])  # type: ignore[arg-type]
+    serve(_Duplex(conn_in, conn_out), model_dir, eager=sys.argv[4:5] == ["eager"])
 
 
 class _Duplex:

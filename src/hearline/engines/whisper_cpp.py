@@ -23,9 +23,13 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hearline.config import Settings
+    from hearline.models.resolve import ModelSpec
 
 from hearline.engines.base import (
     SAMPLE_RATE,
@@ -215,7 +219,7 @@ class WhisperCppEngine(Engine):
         received = [0]  # whisper.cpp's own segment index (empty segments included)
 
         with self._lock:
-            model = self._model
+            model: Any = self._model  # pywhispercpp keeps its context in a private attribute
             ctx = model._ctx
 
             def collect(raw: Any) -> None:
@@ -328,7 +332,7 @@ def _num_threads(settings: Any, options: dict[str, Any]) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def load(spec, settings):  # type: ignore[no-untyped-def]
+def load(spec: ModelSpec, settings: Settings) -> WhisperCppEngine:
     """Entry point used by :func:`hearline.models.resolve.load_engine`."""
     options = dict(spec.options or {})
     nested = options.pop("options", None)

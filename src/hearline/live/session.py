@@ -53,7 +53,7 @@ import numpy as np
 from hearline.audio.decode import StreamResampler
 from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions, Word
 from hearline.live.policies import FinalJob, Policy, Result, choose_policy
-from hearline.live.segmenter import Audio, Begin, Drop, End, Pause, Resume, Segmenter
+from hearline.live.segmenter import Action, Audio, Begin, Drop, End, Pause, Resume, Segmenter
 from hearline.models.pool import ModelPool, ServerBusy
 from hearline.models.scheduling import Lane
 
@@ -548,7 +548,7 @@ class LiveSession:
         await self._drained.wait()
         self._end_events()
 
-    async def _handle(self, action: Begin | Audio | End | Drop) -> None:
+    async def _handle(self, action: Action) -> None:
         if isinstance(action, Begin):
             utt = _Utterance(action.utterance_id, action.start_sample, action.speech_sample, action.audio)
             self._utts.append(utt)

@@ -128,7 +128,7 @@ def _default_name(settings: Settings) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     default = _default_name(settings)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": POCKETSPHINX, "engine": POCKETSPHINX, "type": None, "status": "installed",
          "default": default == POCKETSPHINX, "languages": ["en"], "disk_mb": 0, "memory_mb": 95,
          "streaming": True, "tags": ["bundled"], "aliases": [], "source": "bundled", "path": None,

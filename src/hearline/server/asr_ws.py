@@ -75,6 +75,7 @@ from hearline.audio.decode import AudioDecodeError, pcm16_to_float
 from hearline.audio.stream import StreamDecoder
 from hearline.config import Settings
 from hearline.engines.base import SAMPLE_RATE, UnsupportedOption
+from hearline.engines.segments import CJK
 from hearline.live.audio_history import AudioHistory
 from hearline.live.session import (
     Error,
@@ -282,7 +283,7 @@ class TranscriptState:
         provisional = self._provisional_line()
         if provisional is not None:
             lines.append(provisional)
-        buffer = self.open.tail if self.open is not None else ""
+        buffer = _spaced_tail(lines[-1]["text"] if lines else "", self.open.tail if self.open is not None else "")
         status = "active_transcription" if self.heard else "no_audio_detected"
         message: dict[str, Any] = {"status": status}
         if self.error is not None:
@@ -641,3 +642,16 @@ class _Connection:
                 await self.ws.send_json(message)
             except (WebSocketDisconnect, RuntimeError, OSError) as exc:
                 raise _ClientGone from exc
+
+
+def _spaced_tail(line_text: str, tail: str) -> str:
+    """The buffer as the reference server sends it: clients print it right after the last line's text.
+
+    WhisperLiveKit's tokens carry their leading space, so its page joins ``text + buffer`` as they come;
+    without the space two words would run together (no space between CJK characters, as in the text).
+    """
+    if not tail or not line_text or line_text[-1].isspace() or tail[0].isspace():
+        return tail
+    if CJK.match(line_text[-1]) and CJK.match(tail[0]):
+        return tail
+    return " " + tail

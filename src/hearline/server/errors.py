@@ -121,7 +121,8 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(api_error)
 
 
-async def _http_exception_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for that class only
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if status == 404 and message == "Not Found":
@@ -130,7 +131,8 @@ async def _http_exception_handler(request: Request, exc: StarletteHTTPException)
     return error_response(APIError(status, message, code=code, headers=getattr(exc, "headers", None)))
 
 
-async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for that class only
     errors = exc.errors()
     first = errors[0] if errors else {}
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
@@ -141,7 +143,7 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     return error_response(APIError(400, message, param=param, code="invalid_value"))
 
 
-async def _disconnect_handler(request: Request, exc: ClientDisconnect) -> JSONResponse:
+async def _disconnect_handler(request: Request, exc: Exception) -> JSONResponse:
     # Nobody is listening any more; answer something so the ASGI cycle ends cleanly.
     logger.info("client disconnected during %s %s", request.method, request.url.path)
     return error_response(APIError(400, "client disconnected", code="client_disconnected"))
@@ -163,9 +165,9 @@ def install_error_handlers(app: FastAPI) -> None:
         EngineError,
     ):
         app.add_exception_handler(exc_class, _domain_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(ClientDisconnect, _disconnect_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ClientDisconnect, _disconnect_handler)
     app.add_exception_handler(Exception, _domain_handler)  # last resort: a 500 still in the envelope
     app.add_middleware(ApiKeyMiddleware)
 

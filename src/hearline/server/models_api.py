@@ -165,10 +165,10 @@ def _list(pool: ModelPool, settings: Settings) -> list[dict[str, Any]]:
     for name in pool.loaded():
         if name not in seen:  # loaded by path
             try:
-                entry, spec = _lookup(pool, name)
+                entry, found = _lookup(pool, name)
             except APIError:
                 continue
-            data.append(model_object(entry, spec, pool, default_name))
+            data.append(model_object(entry, found, pool, default_name))
     return data
 
 

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-B = TypeVar("B", bool, None)
+B = TypeVar("B", bool, bool | None)
 
 #: room for the multipart framing and the small text fields on top of the file-size limit
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -410,7 +410,7 @@ async def _stream(pool: ModelPool, engine: Engine, audio: Any, req: AudioRequest
                 yield _sse({"error": {"message": api_error.message, "type": api_error.type, "code": api_error.code}})
                 yield _sse("[DONE]")
                 return
-        done = {
+        done: dict[str, Any] = {
             "type": "transcript.text.done",
             "text": item.text,
             "language": item.language,

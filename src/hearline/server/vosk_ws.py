@@ -122,7 +122,7 @@ class VoskConnection:
             try:
                 if message.get("bytes") is not None:
                     await self._audio(message["bytes"])
-                    reply = self._reply()
+                    reply: dict[str, Any] | None = self._reply()
                 elif message.get("text") is not None:
                     reply, done = await self._command(message["text"])
                     if done:

@@ -9,10 +9,8 @@ Mapping choices worth knowing when reading a client log:
   VAD) and reused by every later event for that utterance.
 - Deltas stream while the person speaks, i.e. *before* ``input_audio_buffer.committed`` (OpenAI
   sends them after; clients key them by ``item_id``, which is already known from ``speech_started``).
-- Deltas only ever *extend*: a delta is sent when the newest partial text starts with everything
-  sent so far for the item, and carries the new tail.  When the engine revises earlier words, no
-  delta is sent until a later partial extends the text again.  ``...completed`` carries the
-  authoritative transcript, which may therefore differ from the concatenated deltas.
+- Deltas carry only words that have firmed up and always concatenate to the ``...completed``
+  transcript (see :mod:`hearline.server.realtime_deltas`).
 - With server VAD, ``speech_stopped`` + ``committed`` are sent when the session detects the endpoint
   (its ``Silence`` event; ``audio_end_ms`` is the end of speech on the audio clock) and
   ``completed`` follows when the final text is ready.  An utterance that ends otherwise (the
@@ -62,6 +60,7 @@ from hearline.engines.base import EngineError, UnsupportedOption, Word
 from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial, Silence, SpeechStarted
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
+from hearline.server.realtime_deltas import ItemText
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +395,7 @@ class RealtimeConnection:
         self.pending_commits: deque[tuple[str, float, float]] = deque()
         self.committed: set[str] = set()  # committed, transcript not sent yet
         self.discarded: set[tuple[int, int]] = set()
-        self.sent_text: dict[str, str] = {}
+        self.sent_text: dict[str, ItemText] = {}
         self.last_committed: str | None = None
         self.item_previous: dict[str, str | None] = {}  # committed item -> its previous item, until done
         # conversation item events in the GA shape (added/done) or the beta one (created): as the client
@@ -797,18 +796,12 @@ class RealtimeConnection:
         await self.send("conversation.item.input_audio_transcription.completed", **payload)
         await self._send_item_done(item, transcript)
 
-    def _take_delta(self, item: str, text: str) -> str:
-        sent = self.sent_text.get(item, "")
-        if len(text) > len(sent) and text.startswith(sent):
-            self.sent_text[item] = text
-            return text[len(sent) :]
-        return ""
 
     async def _on_partial(self, stream_no: int, event: Partial, offset: float) -> None:
         item, _ = await self._item_for((stream_no, event.utterance_id), (offset + event.start) * 1000)
         if item is None:
             return
-        delta = self._take_delta(item, event.text)
+        delta = self.sent_text.setdefault(item, ItemText()).partial(event.committed)
         if delta:
             # a Partial carries no word probabilities: its deltas have no logprobs (the closing delta
             # and ``completed`` do)
@@ -827,12 +820,12 @@ class RealtimeConnection:
         if self.open_item == item:
             self.open_item = None
         self.committed.discard(item)
-        sent = self.sent_text.get(item, "")
-        delta = self._take_delta(item, event.text)
-        self.sent_text.pop(item, None)
+        streamed = self.sent_text.pop(item, None) or ItemText()
+        sent = streamed.sent
+        delta, transcript = streamed.final(event.text)
         if delta:
-            await self._send_delta(item, delta, _unsent_words(event.words, sent, event.text))
-        await self._send_completed(item, event.text, event.end - event.start, event.words)
+            await self._send_delta(item, delta, _unsent_words(event.words, sent, transcript))
+        await self._send_completed(item, transcript, event.end - event.start, event.words)
 
     async def _on_error(self, event: Error) -> None:
         if not event.fatal:

@@ -148,7 +148,7 @@ async def test_stt_stream_matches_offline(whisper_server: ServerThread) -> None:
 # -- OpenAI Realtime ------------------------------------------------------------------------------
 async def realtime_completed(server: ServerThread, clips: list[np.ndarray]) -> list[dict[str, Any]]:
     """Each clip appended as 24 kHz pcm16 through the SDK and committed by the client (``turn_detection``
-    null); returns the ``completed`` event of each commit."""
+    null); returns the ``completed`` event of each commit, whose transcript the item's deltas add up to."""
     client = AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")
     completed: list[dict[str, Any]] = []
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
@@ -167,10 +167,14 @@ async def realtime_completed(server: ServerThread, clips: list[np.ndarray]) -> l
             for i in range(0, len(data), 4800):
                 await conn.input_audio_buffer.append(audio=base64.b64encode(data[i : i + 4800]).decode())
             await conn.input_audio_buffer.commit()
+            deltas: dict[str, str] = {}
             while True:
                 event = (await asyncio.wait_for(conn.recv(), 300)).to_dict()
                 assert event["type"] != "error", event
+                if event["type"].endswith("transcription.delta"):
+                    deltas[event["item_id"]] = deltas.get(event["item_id"], "") + event["delta"]
                 if event["type"].endswith("transcription.completed"):
+                    assert deltas.get(event["item_id"], "") == event["transcript"]  # OpenAI's contract
                     completed.append(event)
                     break
     return completed

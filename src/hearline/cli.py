@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--stt-port", dest="stt_port", type=int, help="also serve the streaming STT protocol here")
     serve.add_argument("--vosk-port", dest="vosk_port", type=int, help="also serve the Vosk protocol here")
     serve.add_argument("--captions-port", dest="captions_port", type=int, help="also serve captions here")
+    serve.add_argument("--wyoming-port", dest="wyoming_port", type=int, help="also serve Wyoming (Home Assistant) here")
+    serve.add_argument(
+        "--wyoming-zeroconf", dest="wyoming_zeroconf", action="store_true", default=None, help="advertise Wyoming"
+    )
     serve.add_argument(
         "--pcm-input", dest="pcm_input", action="store_true", default=None, help="/asr takes raw PCM16, not WebM"
     )
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "api_key", "cors_origins", "ssl_certfile", "ssl_keyfile",
-    "stt_port", "vosk_port", "captions_port", "pcm_input",
+    "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
 )  # fmt: skip
 
 

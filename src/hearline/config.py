@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     stt_port: int | None = None
     vosk_port: int | None = None
     captions_port: int | None = None
+    wyoming_port: int = 0  # Wyoming (Home Assistant) TCP listener; 0: off
+    wyoming_zeroconf: bool = False  # advertise the Wyoming listener over mDNS
 
     # -- models --
     model: str | None = None  # None: the bundled default (PocketSphinx) unless another is installed

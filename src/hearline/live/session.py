@@ -367,18 +367,26 @@ class LiveSession:
             await self._input.put(_FLUSH)
         await asyncio.wait([self._tasks[0]])
 
-    async def settle(self) -> None:
+    async def settle(self, partial: bool = False) -> None:
         """Wait until the audio pushed so far is segmented and each utterance that ended in it has its final out.
 
         For lock-step protocols (Vosk) whose reply to a chunk carries the result of an utterance that
-        ended in that chunk, as a recogniser that decodes synchronously would give it.
+        ended in that chunk, as a recogniser that decodes synchronously would give it.  With
+        ``partial``, also until the open utterance's partial covers that audio (to within one decoding
+        step), so the reply's partial is not stale however fast the client sends.
         """
         target = self._received
         while not self._closed and self._tasks and not self._tasks[0].done():
             self._progress.clear()
-            if self._consumed >= target and not self._finals and not any(u.closed for u in self._utts):
+            segmented = self._consumed >= target and not self._finals and not any(u.closed for u in self._utts)
+            if segmented and (not partial or self._partial_covers(target)):
                 return
             await self._progress.wait()
+
+    def _partial_covers(self, target: int) -> bool:
+        if self._policy is None or not self._utts:
+            return True
+        return self._processed_position() + self._policy.batch_samples > target
 
     @property
     def events_waiting(self) -> int:
@@ -655,6 +663,7 @@ class LiveSession:
         if result is not None and result.text and utt.guess is None:
             start = round(utt.speech_sample / SAMPLE_RATE, 3)
             await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
+        self._progress.set()
         return True
 
     def _partial_skip(self, policy: Policy, pending: int) -> int:

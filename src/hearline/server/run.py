@@ -96,6 +96,7 @@ def build_servers(settings: Settings) -> list[uvicorn.Server]:
 async def run_servers(servers: list[uvicorn.Server]) -> None:
     """Serve until the main server stops, then stop the extra listeners."""
     main, extras = servers[0], servers[1:]
+    wyoming = await start_wyoming(main.config.app)
     tasks = [asyncio.create_task(server.serve()) for server in extras]
     try:
         await main.serve()
@@ -104,3 +105,17 @@ async def run_servers(servers: list[uvicorn.Server]) -> None:
             server.should_exit = True
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if wyoming is not None:
+            await wyoming.stop()
+
+
+async def start_wyoming(main_app: Any) -> Any:
+    """The Wyoming TCP listener (``--wyoming-port``) in this event loop, sharing main_app's pool; None if off."""
+    settings = getattr(getattr(main_app, "state", None), "settings", None)
+    if settings is None or not getattr(settings, "wyoming_port", 0):
+        return None
+    from hearline.server.wyoming import WyomingServer
+
+    server = WyomingServer(main_app, settings.host, settings.wyoming_port, zeroconf=settings.wyoming_zeroconf)
+    await server.start()
+    return server

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 DEFAULT_SAMPLE_RATE = 16000
+LOCKSTEP_PARTIAL_WAIT_S = 5.0  # longest a chunk's reply waits for its partial (a busy pool defers partials)
 MIN_RATE, MAX_RATE = 4000, 192000
 
 
@@ -204,6 +205,9 @@ class VoskConnection:
         # vosk-server decodes each chunk before answering it: an utterance that ended in this chunk is
         # in this chunk's reply, however fast the client sends.
         await live.settle()
+        # ... and its partial covers the chunk: bounded, since a busy pool may hold partial work back
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.settle(partial=True), LOCKSTEP_PARTIAL_WAIT_S)
         async with self.changed:
             await self.changed.wait_for(
                 lambda: live.events_waiting == 0 or self.forwarder is None or self.forwarder.done()

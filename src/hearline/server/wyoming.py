@@ -1,0 +1,360 @@
+"""The Wyoming protocol (Home Assistant's voice protocol) on its own TCP port, a thin adapter over LiveSession.
+
+``hearline serve --wyoming-port 10300``; Home Assistant: Settings > Devices & services > Add integration >
+Wyoming Protocol, host = this machine, port 10300.
+
+Wire format (JSONL header, optional data and binary payload; the ``wyoming`` package frames it)::
+
+    client: describe                        -> info (one ASR program "hearline", its models and languages)
+    client: transcribe {name?, language?}   model / language of the next audio (unknown model: error)
+    client: audio-start {rate, width, channels}            -> transcript-start
+    client: audio-chunk {rate, width, channels} + PCM      -> transcript-chunk {text} as the text grows
+    client: audio-stop                      -> remaining chunks, transcript-stop, transcript {text, language}
+
+The ``transcript`` event is authoritative.  Headers over 64 KiB, data over 64 KiB, payloads over 1 MiB or
+an unparsable header: an ``error`` event, then the connection is closed.  Unknown event types are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error as WyomingError
+from wyoming.event import Event, async_read_event, async_write_event
+from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
+
+import hearline
+from hearline import languages
+from hearline.engines.base import EngineError
+from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial
+from hearline.models.pool import ServerBusy
+from hearline.models.resolve import UnknownModel
+
+logger = logging.getLogger(__name__)
+
+MAX_HEADER = 64 * 1024
+MAX_DATA = 64 * 1024
+MAX_PAYLOAD = 1024 * 1024
+ATTRIBUTION = Attribution(name="Hearline", url="https://github.com/hearline/hearline")
+_WIDTH_DTYPES: dict[int, str] = {1: "u1", 2: "<i2", 4: "<i4"}
+
+
+class BadFrame(Exception):
+    """A header the server refuses (not JSON, too large, oversize data/payload); the connection is closed."""
+
+    def __init__(self, text: str, code: str = "bad_request") -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
+class _CheckedReader:
+    """What ``async_read_event`` reads from: checks each header before any data/payload is read."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def readline(self) -> bytes:
+        try:
+            line = await self._reader.readline()
+        except (ValueError, asyncio.LimitOverrunError) as exc:
+            raise BadFrame(f"header line longer than {MAX_HEADER} bytes") from exc
+        if not line:
+            return line
+        try:
+            header = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise BadFrame("header is not valid JSON") from exc
+        if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+            raise BadFrame("header must be a JSON object with a string 'type'")
+        for key, limit in (("data_length", MAX_DATA), ("payload_length", MAX_PAYLOAD)):
+            value = header.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise BadFrame(f"{key} must be a non-negative integer")
+            if value > limit:
+                raise BadFrame(f"{key} {value} exceeds the limit of {limit} bytes", code="too_large")
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self._reader.readexactly(n)
+
+
+def to_mono_float(data: bytes, width: int, channels: int) -> np.ndarray:
+    """Whole frames of little-endian PCM -> mono float32 in [-1, 1]."""
+    dtype = _WIDTH_DTYPES[width]
+    samples = np.frombuffer(data, dtype=dtype).astype(np.float32)
+    if width == 1:
+        samples = (samples - 128.0) / 128.0
+    else:
+        samples /= float(2 ** (8 * width - 1))
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    return samples.astype(np.float32, copy=False)
+
+
+async def model_languages(pool: Any, name: str | None) -> list[str]:
+    engine = await pool.get(name)
+    langs = engine.capabilities.languages
+    return sorted(langs) if langs is not None else sorted(languages.whisper_names())
+
+
+async def describe(pool: Any) -> Info:
+    name = pool.default_name
+    model = AsrModel(
+        name=name,
+        description=f"Hearline model {name}",
+        attribution=ATTRIBUTION,
+        installed=True,
+        languages=await model_languages(pool, None),
+        version=None,
+    )
+    program = AsrProgram(
+        name="hearline",
+        description="Hearline offline speech-to-text",
+        attribution=ATTRIBUTION,
+        installed=True,
+        version=hearline.__version__,
+        supports_transcript_streaming=True,
+        models=[model],
+    )
+    return Info(asr=[program])
+
+
+class _Connection:
+    """One TCP client: at most one LiveSession at a time (audio-start .. audio-stop)."""
+
+    def __init__(self, app_state: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.settings = app_state.settings
+        self.pool = app_state.pool
+        self.reader = _CheckedReader(reader)
+        self.writer = writer
+        self._write_lock = asyncio.Lock()
+        self.model: str | None = None
+        self.language: str | None = languages.engine_code(self.settings.language)
+        self.session: LiveSession | None = None
+        self.forwarder: asyncio.Task[None] | None = None
+        self.format = (16000, 2, 1)  # rate, width, channels from audio-start
+        self._carry = b""
+        self._finals: list[str] = []
+        self._final_language: str | None = None
+        self._streamed = ""  # text already sent as chunks for the open utterance
+
+    async def send(self, event: Event) -> None:
+        async with self._write_lock:
+            await async_write_event(event, self.writer)
+
+    async def error(self, text: str, code: str = "bad_request") -> None:
+        await self.send(WyomingError(text=text, code=code).event())
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    event = await async_read_event(self.reader)  # type: ignore[arg-type]
+                except BadFrame as exc:
+                    logger.info("wyoming: refused a frame: %s", exc.text)
+                    await self.error(exc.text, exc.code)
+                    return
+                if event is None:
+                    return
+                if not await self.handle(event):
+                    return
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            logger.debug("wyoming: connection ended: %s", exc)
+        finally:
+            await self.close()
+
+    async def handle(self, event: Event) -> bool:
+        """One event; False closes the connection."""
+        if Describe.is_type(event.type):
+            try:
+                info = await describe(self.pool)
+            except (UnknownModel, EngineError, ServerBusy, OSError) as exc:
+                await self.error(str(exc), "model_unavailable")
+                return True
+            await self.send(info.event())
+        elif Transcribe.is_type(event.type):
+            request = Transcribe.from_event(event)
+            try:
+                if request.name:
+                    self.pool.resolve(request.name)
+                language = languages.engine_code(request.language) if request.language else None
+            except UnknownModel as exc:
+                await self.error(str(exc), "unknown_model")
+                return True
+            except languages.UnknownLanguage as exc:
+                await self.error(str(exc), "unknown_language")
+                return True
+            self.model = request.name or None
+            if request.language:
+                self.language = language
+        elif AudioStart.is_type(event.type):
+            start = AudioStart.from_event(event)
+            if not await self._set_format(start.rate, start.width, start.channels):
+                return True
+            if self.session is None and not await self.start():
+                return True
+        elif AudioChunk.is_type(event.type):
+            await self.on_chunk(event)
+        elif AudioStop.is_type(event.type):
+            await self.stop()
+        else:
+            logger.debug("wyoming: ignoring event %r", event.type)
+        return True
+
+    async def _set_format(self, rate: Any, width: Any, channels: Any) -> bool:
+        try:
+            fmt = (int(rate), int(width), int(channels))
+        except (TypeError, ValueError):
+            fmt = (0, 0, 0)
+        if not (fmt[1] in _WIDTH_DTYPES and 1 <= fmt[2] <= 8 and 1000 <= fmt[0] <= 384000):
+            # Tell the client; the session goes on with the previous format.
+            await self.error(f"unsupported audio format rate={rate} width={width} channels={channels}")
+            return False
+        self.format = fmt
+        return True
+
+    async def start(self) -> bool:
+        options = LiveOptions(
+            language=self.language,
+            silence_ms=self.settings.vad_silence_ms,
+            max_utterance_s=self.settings.max_utterance_s,
+        )
+        session = LiveSession(self.pool, self.model, options)
+        try:
+            await session.start()
+        except (UnknownModel, EngineError, ServerBusy, OSError) as exc:
+            await session.close()
+            await self.error(str(exc), "model_unavailable")
+            return False
+        self.session = session
+        self._finals, self._final_language, self._streamed, self._carry = [], None, "", b""
+        self.forwarder = asyncio.create_task(self._forward(session), name="wyoming-forward")
+        await self.send(TranscriptStart(language=self.language).event())
+        return True
+
+    async def on_chunk(self, event: Event) -> None:
+        data = event.data or {}
+        rate, width, channels = self.format
+        fmt = (data.get("rate", rate), data.get("width", width), data.get("channels", channels))
+        if fmt != self.format and not await self._set_format(*fmt):
+            return
+        if self.session is None and not await self.start():
+            return
+        rate, width, channels = self.format
+        frame = width * channels
+        payload = self._carry + (event.payload or b"")
+        whole = len(payload) - len(payload) % frame
+        payload, self._carry = payload[:whole], payload[whole:]
+        if payload:
+            assert self.session is not None
+            await self.session.push(to_mono_float(payload, width, channels), rate)
+
+    async def stop(self) -> None:
+        session, forwarder = self.session, self.forwarder
+        if session is None:
+            await self.error("audio-stop without audio", "no_audio")
+            return
+        self._carry = b""  # an incomplete frame cannot be decoded
+        await session.flush()
+        if forwarder is not None:
+            await forwarder  # every final is in before the transcript
+        await session.close()
+        self.session = self.forwarder = None
+        await self.send(TranscriptStop().event())
+        language = self.language or self._final_language
+        await self.send(Transcript(text=" ".join(self._finals), language=language).event())
+        self.model = None
+
+    async def close(self) -> None:
+        session, forwarder = self.session, self.forwarder
+        self.session = self.forwarder = None
+        if session is not None:
+            await session.close()
+        if forwarder is not None:
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forwarder
+        with contextlib.suppress(ConnectionError, OSError):
+            self.writer.close()
+            await self.writer.wait_closed()
+
+    async def _chunk(self, text: str) -> None:
+        """Send the part of ``text`` (the open utterance's text so far) that extends what was streamed."""
+        if not text.startswith(self._streamed) or len(text) == len(self._streamed):
+            return
+        suffix = text[len(self._streamed) :]
+        prefix = " " if not self._streamed and self._finals else ""
+        self._streamed = text
+        await self.send(TranscriptChunk(text=prefix + suffix).event())
+
+    async def _forward(self, session: LiveSession) -> None:
+        try:
+            async for event in session.events():
+                if isinstance(event, Partial):
+                    if event.text:
+                        await self._chunk(event.text)
+                elif isinstance(event, Final):
+                    if event.text:
+                        await self._chunk(event.text)
+                        self._finals.append(event.text)
+                        self._final_language = event.language or self._final_language
+                    self._streamed = ""
+                elif isinstance(event, Error):
+                    await self.error(event.message, "transcription_failed")
+        except (ConnectionError, OSError) as exc:
+            logger.debug("wyoming: could not forward an event: %s", exc)
+
+
+class WyomingServer:
+    """The listener: ``await start()`` in the main server's event loop, ``await stop()`` when it stops."""
+
+    def __init__(self, main_app: Any, host: str, port: int, zeroconf: bool = False) -> None:
+        self.state = main_app.state
+        self.host, self.port, self.zeroconf = host, port, zeroconf
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._zeroconf: Any = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_client, self.host, self.port, limit=MAX_HEADER)
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("Wyoming listening on tcp://%s:%d", self.host, self.port)
+        if self.zeroconf:
+            from wyoming.zeroconf import HomeAssistantZeroconf
+
+            try:
+                self._zeroconf = HomeAssistantZeroconf(port=self.port, name="hearline")
+                await self._zeroconf.register_server()
+            except OSError as exc:
+                logger.warning("wyoming: zeroconf advertisement failed: %s", exc)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await _Connection(self.state, reader, writer).run()
+        finally:
+            self._connections.discard(task)
+
+    async def stop(self) -> None:
+        if self._zeroconf is not None:
+            with contextlib.suppress(OSError):
+                await self._zeroconf._aiozc.async_close()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()

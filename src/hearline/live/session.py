@@ -278,7 +278,6 @@ class LiveSession:
         self._guesses: set[asyncio.Task[Result | None]] = set()
         self._latest_partial: Partial | None = None
         self._progress = asyncio.Event()  # settle(): audio was segmented or a final went out
-        self.last_lag = 0.0
         self.partial_skipped = 0  # samples partial decoding passed over because it was behind
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -522,8 +521,7 @@ class LiveSession:
             await self._handle(action)
         if self._consumed >= self._next_lag:
             self._next_lag = self._consumed + int(LAG_EVERY_S * SAMPLE_RATE)
-            self.last_lag = self.lag_seconds
-            await self._emit(Lag(round(self.last_lag, 3)))
+            await self._emit(Lag(round(self.lag_seconds, 3)))
         # Backpressure: while the decoder is behind, stop taking input (push() then waits), so the
         # session holds a few seconds of audio, not however much the client can send.
         while not self._closed and (

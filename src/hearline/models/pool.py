@@ -160,9 +160,6 @@ class ModelPool:
             name,
         )
 
-    async def preload(self, name: str | None = None) -> None:
-        await self.get(name)
-
     def _evict_over_budget(self, keep: str) -> None:
         budget = self.settings.memory_budget_mb * 1024 * 1024
         for name in list(self._slots):

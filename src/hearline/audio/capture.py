@@ -47,12 +47,11 @@ from typing import Literal
 import numpy as np
 
 from hearline.audio.decode import pcm16_to_float
+from hearline.engines.base import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 SOURCES = ("system", "microphone")
-Source = Literal["system", "microphone"]
 BLOCK_BYTES = 3200  # 100 ms of 16 kHz mono s16le: small enough for low latency, large enough to be cheap
 PACTL_TIMEOUT_S = 10.0
 DEVICE_CHECK_S = 2.0  # how often a running capture confirms its source still exists

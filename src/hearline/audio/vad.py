@@ -4,7 +4,7 @@ No download is needed: ``faster_whisper/assets/silero_vad_v6.onnx`` is part of t
 This export takes windows of 512 new samples (16 kHz, 32 ms) each prefixed with the previous window's
 last 64 samples, plus an LSTM state ``(h, c)`` of shape (1, 1, 128).  The batch dimension is treated as
 time by the recurrent part, so a whole run of consecutive windows can be scored in one call while the
-state carries over between calls: that is what makes streaming cheap (about 0.2 % of real time).
+state carries over between calls: that is what makes streaming cheap.
 
 One :class:`onnxruntime.InferenceSession` is shared by the process (its ``run`` is thread-safe);
 each live stream keeps its own small state in a :class:`VADStream`.

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from hearline.config import Settings
-from hearline.live.captions import EventHub, Message
 from hearline.server.app import create_app
 from hearline.server.captions import standalone_app
+from hearline.server.captions_sse import EventHub, Message
 from tests.helpers import PulseDaemon, ServerThread, clip, english_dictionary, normalize, wer
 
 pytestmark = pytest.mark.audio_device

@@ -21,7 +21,10 @@ from hearline.live.translate import (
     CTranslate2Translator,
     LibreTranslateTranslator,
     OpenAIChatTranslator,
+    Translation,
+    TranslationEvent,
     TranslationFailed,
+    TranslationFailure,
     TranslationRequest,
     TranslationWorker,
     TranslatorUnavailable,
@@ -202,10 +205,10 @@ async def test_unreachable_server_is_a_translation_failure() -> None:
 
 
 async def test_worker_keeps_order_reports_failures_and_never_blocks(fake: FakeTranslationServer) -> None:
-    published: list[tuple[str, dict[str, Any]]] = []
+    published: list[TranslationEvent] = []
 
-    async def publish(event: str, data: dict[str, Any]) -> None:
-        published.append((event, data))
+    async def publish(event: TranslationEvent) -> None:
+        published.append(event)
 
     worker = TranslationWorker(LibreTranslateTranslator(fake.server.url, None, 10), publish, maxsize=3)
     fake.fail_next = 1
@@ -218,10 +221,11 @@ async def test_worker_keeps_order_reports_failures_and_never_blocks(fake: FakeTr
             if len(published) == 3:
                 break
             await asyncio.sleep(0.05)
-        assert [(e, d["id"]) for e, d in published] == [("error", 3), ("translate", 4), ("translate", 5)]
-        assert published[1][1] == {
-            "id": 4, "text": "[de] caption 4", "lang_from": "en", "lang_to": "de", "translator": "libretranslate",
-        }  # fmt: skip
+        assert [(type(e), e.caption_id) for e in published] == [
+            (TranslationFailure, 3), (Translation, 4), (Translation, 5),
+        ]  # fmt: skip
+        assert isinstance(published[0], TranslationFailure) and published[0].message.startswith("translation failed: ")
+        assert published[1] == Translation(4, "[de] caption 4", "en", "de", "libretranslate")
     finally:
         await worker.close()
 

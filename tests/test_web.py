@@ -24,8 +24,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from hearline.config import Settings
-from hearline.live.captions import get_service
 from hearline.server.app import create_app
+from hearline.server.captions import get_service
 from tests.browser_helpers import (
     ARTIFACTS,
     NETWORK_REFUSED,

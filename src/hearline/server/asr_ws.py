@@ -82,13 +82,14 @@ from hearline.live.session import (
     Event,
     Final,
     Lag,
-    LiveOptions,
     LiveSession,
     Partial,
     Silence,
     SpeechStarted,
 )
 from hearline.live.translate import (
+    Translation,
+    TranslationEvent,
     TranslationRequest,
     TranslationWorker,
     TranslatorUnavailable,
@@ -97,6 +98,7 @@ from hearline.live.translate import (
 )
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
+from hearline.server.live_socket import open_live_session
 
 logger = logging.getLogger(__name__)
 
@@ -442,15 +444,10 @@ class _Connection:
 
     async def run(self) -> None:
         try:
-            options = LiveOptions(
-                language=self.params.language,
-                prompt=self.params.prompt,
-                silence_ms=self.settings.vad_silence_ms,
-                max_utterance_s=self.settings.max_utterance_s,
-            )
-            self.session = LiveSession(self.ws.app.state.pool, self.params.model, options)
             try:
-                await self.session.start()
+                self.session = await open_live_session(
+                    self.ws.app.state.pool, self.settings, self.params.model, self.params.language, self.params.prompt
+                )
             except (UnsupportedOption, UnknownModel) as exc:  # e.g. a language the model lacks: a bad parameter
                 await self._send({"type": "error", "error": str(exc)})
                 await self.ws.close(code=CLOSE_BAD_PARAMS)
@@ -604,12 +601,12 @@ class _Connection:
         if skipped is not None:
             self.state.translated(skipped.caption_id, None)
 
-    async def _on_translation(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "translate":
-            self.state.translated(payload["id"], payload["text"])
+    async def _on_translation(self, event: TranslationEvent) -> None:
+        if isinstance(event, Translation):
+            self.state.translated(event.caption_id, event.text)
         else:
-            self.state.translated(payload["id"], None)
-            self.state.set_error(payload.get("message", "translation failed"), sticky=False)
+            self.state.translated(event.caption_id, None)
+            self.state.set_error(event.message, sticky=False)
         self._translated.set()
         try:
             await self._send_update()

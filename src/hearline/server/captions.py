@@ -26,7 +26,7 @@ code    HTTP    meaning
 ``translate``, ``error``, ``ping`` (every ``ping_interval_s`` without other traffic) and ``close`` (server
 shutting down, or this subscriber was dropped for being too slow).  ``captions``/``translate``/``error``
 carry SSE ids; reconnecting with ``Last-Event-ID`` (header, or ``last_event_id`` query parameter) replays
-the bounded backlog after that id.  Payloads are described in ``hearline.live.captions``.
+the bounded backlog after that id.  Payloads are described in ``hearline.server.captions_sse``.
 
 Serve this on the seed's port with ``hearline serve --captions-port 35123`` (``standalone_app``).
 """
@@ -44,23 +44,56 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hearline import languages
-from hearline.live.captions import (
-    OK,
-    UNAUTHORIZED,
-    CaptionsError,
-    CaptionService,
-    Message,
-    StartRequest,
-    get_service,
-)
+from hearline.live.captions_events import CaptionsStatus, Refusal, StartRefused, StartRequest
 from hearline.live.translate import translation_targets
 from hearline.server.auth import is_authorized
+from hearline.server.captions_sse import Message, SSECaptionService
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
 START_FIELDS = ("source", "device", "model", "lang_from", "lang_to")
+
+# The documented answer codes (table above): code and HTTP status of each refusal.
+OK = 0
+UNAUTHORIZED = 40101
+REFUSALS: dict[Refusal, tuple[int, int]] = {
+    Refusal.BAD_SOURCE: (40001, 400),
+    Refusal.UNKNOWN_LANGUAGE: (40002, 400),
+    Refusal.UNSUPPORTED: (40003, 400),
+    Refusal.UNKNOWN_MODEL: (40401, 404),
+    Refusal.NO_AUDIO_DEVICE: (50301, 503),
+    Refusal.MODEL_UNAVAILABLE: (50302, 503),
+}
+
+
+def get_service(state: Any) -> SSECaptionService:
+    """The process's captions service on ``app.state`` (created on first use; stopped at shutdown)."""
+    service: SSECaptionService | None = getattr(state, "captions", None)
+    if service is None:
+        service = SSECaptionService(state.settings, state.pool)
+        state.captions = service
+        hooks = getattr(state, "shutdown_hooks", None)
+        if hooks is not None:
+            hooks.append(service.shutdown)
+    return service
+
+
+def status_data(status: CaptionsStatus | None) -> dict[str, Any]:
+    """The ``data`` of an answer (and of ``open``): the capture's settings."""
+    if status is None:
+        return {"running": False}
+    return {
+        "running": status.running,
+        "source": status.source,
+        "device": status.device,
+        "model": status.model,
+        "lang_from": status.lang_from,
+        "lang_to": status.lang_to,
+        "translator": status.translator,
+        "started_at": status.started_at,
+    }
 
 
 def _answer(code: int, message: str, data: Any, status: int = 200) -> JSONResponse:
@@ -71,7 +104,7 @@ def _unauthorized() -> JSONResponse:
     return _answer(UNAUTHORIZED, "invalid or missing API key", None, 401)
 
 
-def _service(request: Request) -> CaptionService:
+def _service(request: Request) -> SSECaptionService:
     return get_service(request.app.state)
 
 
@@ -106,19 +139,20 @@ async def start(request: Request) -> JSONResponse:
         device=params.get("device") or None,
     )
     try:
-        message, data = await _service(request).start(start_request)
-    except CaptionsError as exc:
-        logger.info("captions /start refused (%d): %s", exc.code, exc.message)
-        return _answer(exc.code, exc.message, _service(request).status(), exc.status)
-    return _answer(OK, message, data)
+        message, status = await _service(request).start(start_request)
+    except StartRefused as exc:
+        code, http_status = REFUSALS[exc.reason]
+        logger.info("captions /start refused (%d): %s", code, exc.message)
+        return _answer(code, exc.message, status_data(_service(request).status()), http_status)
+    return _answer(OK, message, status_data(status))
 
 
 @router.api_route("/stop", methods=["GET", "POST"])
 async def stop(request: Request) -> JSONResponse:
     if not is_authorized(request, request.app.state.settings.api_key):
         return _unauthorized()
-    message, data = await _service(request).stop()
-    return _answer(OK, message, data)
+    message, status = await _service(request).stop()
+    return _answer(OK, message, status_data(status))
 
 
 @router.get("/v1/languages")
@@ -169,7 +203,7 @@ async def events(request: Request) -> Any:
         None,
         "open",
         {"message": "connected", "subscribers": service.hub.subscribers, "last_id": service.hub.last_id,
-         "data": service.status()},
+         "data": status_data(service.status())},
     )  # fmt: skip
 
     async def stream() -> AsyncIterator[bytes]:

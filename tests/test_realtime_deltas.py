@@ -8,7 +8,7 @@ from hearline.server.realtime_deltas import ItemText
 def _stream(committed: list[str], final: str) -> tuple[list[str], str]:
     item = ItemText()
     deltas = [d for prefix in committed if (d := item.partial(prefix))]
-    closing, completed = item.final(final)
+    closing, completed, _ = item.final(final)
     return deltas + ([closing] if closing else []), completed
 
 
@@ -26,15 +26,17 @@ def test_committed_text_that_contradicts_what_was_sent_streams_nothing() -> None
     item = ItemText()
     assert item.partial("the quick") == "the quick"
     assert item.partial("the quack brown fox") == ""
-    closing, completed = item.final("The quick brown fox jumps.")
+    closing, completed, first = item.final("The quick brown fox jumps.")
     assert closing == " brown fox jumps." and completed == "the quick brown fox jumps."
+    assert first == 2  # the closing delta starts at the final's third word
 
 
 def test_a_revised_streamed_word_stays_and_the_rest_follows_the_final() -> None:
     item = ItemText()
     assert item.partial("i scream") == "i scream"
-    closing, completed = item.final("Ice cream for everyone.")
+    closing, completed, first = item.final("Ice cream for everyone.")
     assert completed == item.sent == "i scream" + closing
+    assert first == 2 and closing == " for everyone."
     assert completed.endswith("for everyone.")
 
 

@@ -111,7 +111,7 @@ async def test_stream_at_48k_stereo_is_transcribed(tmp_path: Path) -> None:
     assert chunks, types
     assert TranscriptStop.is_type(types[-2]) and Transcript.is_type(types[-1])
     text = Transcript.from_event(events[-1]).text
-    assert wer(clip(CLIP).text, text) < 0.5, text  # measured 0.364 (PocketSphinx, en_fw_jfk at 48 kHz stereo; python -m pytest tests/test_wyoming.py)
+    assert wer(clip(CLIP).text, text) < 0.5, text  # measured: 0.364 (PocketSphinx, en_fw_jfk as 48 kHz stereo)
     assert not any(Error.is_type(t) for t in types)
 
 
@@ -161,4 +161,4 @@ async def test_whisper_default(tmp_path: Path) -> None:
     async with wyoming_server(tmp_path) as port:
         events = await transcribe(port, stereo_48k_pcm(CLIP))
     text = Transcript.from_event(events[-1]).text
-    assert wer(clip(CLIP).text, text) < 0.2, text  # measured 0.000 (Whisper base, the same stream)
+    assert wer(clip(CLIP).text, text) < 0.2, text  # measured: 0.000 (Whisper base, the same stream)

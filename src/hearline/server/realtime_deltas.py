@@ -36,13 +36,13 @@ class ItemText:
             return ""
         return self._take(stable[len(done) :])
 
-    def final(self, text: str) -> tuple[str, str]:
-        """(closing delta, completed transcript) for the utterance's final text."""
+    def final(self, text: str) -> tuple[str, str, int]:
+        """(closing delta, completed transcript, index of the final's first word in that delta)."""
         words = text.split()
         done = self.sent.split()
-        rest = words[_end_of(done, words) :] if done else words
-        delta = self._take(rest)
-        return delta, self.sent
+        first = _end_of(done, words) if done else 0
+        delta = self._take(words[first:])
+        return delta, self.sent, first
 
     def _take(self, words: list[str]) -> str:
         if not words:

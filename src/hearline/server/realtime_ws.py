@@ -821,10 +821,11 @@ class RealtimeConnection:
             self.open_item = None
         self.committed.discard(item)
         streamed = self.sent_text.pop(item, None) or ItemText()
-        sent = streamed.sent
-        delta, transcript = streamed.final(event.text)
+        delta, transcript, first = streamed.final(event.text)
         if delta:
-            await self._send_delta(item, delta, _unsent_words(event.words, sent, transcript))
+            # the closing delta's logprobs: the final's own words from where it takes over (the engines'
+            # words match the text's whitespace-separated words one to one)
+            await self._send_delta(item, delta, event.words[first:])
         await self._send_completed(item, transcript, event.end - event.start, event.words)
 
     async def _on_error(self, event: Error) -> None:
@@ -862,19 +863,6 @@ def _user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
         "role": "user",
         "content": [{"type": "input_audio", "transcript": transcript}],
     }
-
-
-def _unsent_words(words: list[Word], sent: str, text: str) -> list[Word]:
-    """The final's words past what the item's deltas already carried, for the closing delta's logprobs.
-
-    Counted in whitespace-separated words of the text (the engines' words match them one to one, except
-    for scripts written without spaces, where this is approximate); a word the last delta cut in two
-    counts as unsent.
-    """
-    done = len(sent.split())
-    if done and len(text) > len(sent) and not sent[-1].isspace() and not text[len(sent)].isspace():
-        done -= 1
-    return words[done:]
 
 
 def _registry(websocket: WebSocket) -> set[RealtimeConnection]:

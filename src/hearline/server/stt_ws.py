@@ -35,11 +35,9 @@ from starlette.types import ASGIApp
 
 from hearline import languages
 from hearline.audio.decode import pcm16_to_float
-from hearline.engines.base import EngineError
-from hearline.live.session import Error, Final, Lag, LiveOptions, LiveSession, Partial
-from hearline.models.pool import ServerBusy
-from hearline.models.resolve import UnknownModel
+from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
+from hearline.server.live_socket import START_ERRORS, open_live_session
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +72,9 @@ class _Connection:
 
     # -- session lifecycle ------------------------------------------------------------------
     async def start(self) -> bool:
-        options = LiveOptions(
-            language=self.language,
-            silence_ms=self.settings.vad_silence_ms,
-            max_utterance_s=self.settings.max_utterance_s,
-        )
-        session = LiveSession(self.pool, self.model, options)
         try:
-            await session.start()
-        except (UnknownModel, EngineError, ServerBusy, OSError) as exc:
-            await session.close()
+            session = await open_live_session(self.pool, self.settings, self.model, self.language)
+        except START_ERRORS as exc:
             await self.error(str(exc))
             return False
         self.session = session

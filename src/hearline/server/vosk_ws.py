@@ -33,9 +33,10 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from hearline.engines.base import EngineError, Word
-from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial, SpeechStarted
+from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStarted
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
+from hearline.server.live_socket import open_live_session
 
 logger = logging.getLogger(__name__)
 
@@ -216,17 +217,10 @@ class VoskConnection:
     async def _ensure_live(self) -> LiveSession:
         if self.live is not None:
             return self.live
-        options = LiveOptions(
-            language=self.settings.language,
-            prompt=", ".join(self.phrases) or None,
-            silence_ms=self.settings.vad_silence_ms,
-            max_utterance_s=self.settings.max_utterance_s,
-        )
-        live = LiveSession(self.pool, self.model, options)
+        prompt = ", ".join(self.phrases) or None
         try:
-            await live.start()
+            live = await open_live_session(self.pool, self.settings, self.model, self.settings.language, prompt)
         except (UnknownModel, EngineError) as exc:
-            await live.close()
             logger.warning("vosk: could not start a live session: %s", exc)
             raise VoskFatal(f"cannot start recognition: {exc}") from exc
         self.live = live

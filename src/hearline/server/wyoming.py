@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -33,9 +33,10 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 import hearline
 from hearline import languages
 from hearline.engines.base import EngineError
-from hearline.live.session import Error, Final, LiveOptions, LiveSession, Partial
+from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
+from hearline.server.live_socket import START_ERRORS, open_live_session
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class _Connection:
         try:
             while True:
                 try:
-                    event = await async_read_event(self.reader)  # type: ignore[arg-type]
+                    event = await async_read_event(cast(asyncio.StreamReader, self.reader))  # header-checked proxy
                 except BadFrame as exc:
                     logger.info("wyoming: refused a frame: %s", exc.text)
                     await self.error(exc.text, exc.code)
@@ -223,16 +224,9 @@ class _Connection:
         return True
 
     async def start(self) -> bool:
-        options = LiveOptions(
-            language=self.language,
-            silence_ms=self.settings.vad_silence_ms,
-            max_utterance_s=self.settings.max_utterance_s,
-        )
-        session = LiveSession(self.pool, self.model, options)
         try:
-            await session.start()
-        except (UnknownModel, EngineError, ServerBusy, OSError) as exc:
-            await session.close()
+            session = await open_live_session(self.pool, self.settings, self.model, self.language)
+        except START_ERRORS as exc:
             await self.error(str(exc), "model_unavailable")
             return False
         self.session = session
@@ -321,7 +315,7 @@ class WyomingServer:
         self.state = main_app.state
         self.host, self.port, self.zeroconf = host, port, zeroconf
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
         self._zeroconf: Any = None
 
     async def start(self) -> None:

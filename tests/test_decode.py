@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 from hearline.audio.decode import (
+    G711_TABLES,
     AudioDecodeError,
     StreamResampler,
     decode_audio,
     float_to_pcm16,
+    g711_to_float,
     pcm16_to_float,
     resample,
+    to_mono_float,
 )
 from tests.helpers import clip
 
@@ -150,3 +153,25 @@ def test_pcm16_round_trip_and_resampling() -> None:
     streamed = StreamResampler(24000)
     pieces = [streamed.push(tone[i : i + 4800]) for i in range(0, tone.size, 4800)] + [streamed.flush()]
     assert abs(sum(p.size for p in pieces) - 16000) < 200
+
+
+def test_pcm_conversion_widths_and_channels() -> None:
+    stereo16 = np.array([[16384, 0], [-32768, -32768]], dtype="<i2").tobytes()
+    assert np.allclose(to_mono_float(stereo16, 2, 2), [0.25, -1.0])
+    assert np.allclose(to_mono_float(bytes([128, 255, 0]), 1, 1), [0.0, 127 / 128, -1.0])
+    assert np.allclose(to_mono_float(np.array([2**30], dtype="<i4").tobytes(), 4, 1), [0.5])
+
+
+@pytest.mark.parametrize("law", ["mulaw", "alaw"])
+def test_g711_tables_match_ffmpeg_decoding(law: str) -> None:
+    """Our G.711 expansion against ffmpeg's decoder for every one of the 256 codes, and stereo downmix."""
+    codes = bytes(range(256))
+    pcm = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", law, "-ar", "8000", "-ac", "1", "-i", "-",
+         "-f", "s16le", "-"],
+        input=codes, check=True, capture_output=True, timeout=60,
+    ).stdout  # fmt: skip
+    expected = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    np.testing.assert_array_equal(G711_TABLES[law], expected)
+    np.testing.assert_array_equal(g711_to_float(codes, law), expected)
+    np.testing.assert_allclose(g711_to_float(codes, law, channels=2), expected.reshape(-1, 2).mean(axis=1))

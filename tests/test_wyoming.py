@@ -19,7 +19,7 @@ from wyoming.info import Describe, Info
 from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.server.app import create_app
-from hearline.server.wyoming import WyomingServer, to_mono_float
+from hearline.server.wyoming import WyomingServer
 from tests.helpers import clip, wer
 
 CLIP = "en_fw_jfk"
@@ -75,13 +75,6 @@ async def transcribe(port: int, pcm: bytes, extra: list[Event] | None = None) ->
                 return events
     finally:
         await client.disconnect()
-
-
-def test_pcm_conversion_widths_and_channels() -> None:
-    stereo16 = np.array([[16384, 0], [-32768, -32768]], dtype="<i2").tobytes()
-    assert np.allclose(to_mono_float(stereo16, 2, 2), [0.25, -1.0])
-    assert np.allclose(to_mono_float(bytes([128, 255, 0]), 1, 1), [0.0, 127 / 128, -1.0])
-    assert np.allclose(to_mono_float(np.array([2**30], dtype="<i4").tobytes(), 4, 1), [0.5])
 
 
 async def test_describe_lists_the_model_with_languages(tmp_path: Path) -> None:

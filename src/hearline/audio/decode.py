@@ -97,6 +97,50 @@ def pcm16_to_float(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
 
+#: little-endian PCM sample widths raw-PCM doors accept (8-bit is unsigned, as in WAV)
+PCM_WIDTH_DTYPES: dict[int, str] = {1: "u1", 2: "<i2", 4: "<i4"}
+
+
+def to_mono_float(data: bytes, width: int, channels: int) -> np.ndarray:
+    """Whole frames of little-endian interleaved PCM -> mono float32 in [-1, 1] (channels averaged)."""
+    samples = np.frombuffer(data, dtype=PCM_WIDTH_DTYPES[width]).astype(np.float32)
+    if width == 1:
+        samples = (samples - 128.0) / 128.0
+    else:
+        samples /= float(2 ** (8 * width - 1))
+    return _downmix(samples, channels)
+
+
+def _ulaw_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    magnitude = ((((u & 0x0F) << 3) + 0x84) << exponent) - 0x84
+    return (np.where(u & 0x80, -magnitude, magnitude) / 32768.0).astype(np.float32)
+
+
+def _alaw_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent = (a >> 4) & 0x07
+    mantissa = a & 0x0F
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return (np.where(a & 0x80, magnitude, -magnitude) / 32768.0).astype(np.float32)
+
+
+#: the 256 linear values of G.711 mu-law and A-law bytes (ITU-T G.711 expansion), in [-1, 1]
+G711_TABLES = {"mulaw": _ulaw_table(), "alaw": _alaw_table()}
+
+
+def g711_to_float(data: bytes, law: str, channels: int = 1) -> np.ndarray:
+    """G.711 bytes (``law`` is ``"mulaw"`` or ``"alaw"``, telephony's 8-bit codecs) -> mono float32."""
+    return _downmix(G711_TABLES[law][np.frombuffer(data, dtype=np.uint8)], channels)
+
+
+def _downmix(samples: np.ndarray, channels: int) -> np.ndarray:
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    return samples.astype(np.float32, copy=False)
+
+
 def float_to_pcm16(audio: np.ndarray) -> bytes:
     clipped = np.clip(audio, -1.0, 32767.0 / 32768.0)
     return (clipped * 32768.0).astype("<i2").tobytes()

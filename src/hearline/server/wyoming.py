@@ -23,7 +23,6 @@ import json
 import logging
 from typing import Any, cast
 
-import numpy as np
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error as WyomingError
@@ -32,6 +31,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 
 import hearline
 from hearline import languages
+from hearline.audio.decode import PCM_WIDTH_DTYPES, to_mono_float
 from hearline.engines.base import EngineError
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
@@ -44,7 +44,6 @@ MAX_HEADER = 64 * 1024
 MAX_DATA = 64 * 1024
 MAX_PAYLOAD = 1024 * 1024
 ATTRIBUTION = Attribution(name="Hearline", url="https://github.com/hearline/hearline")
-_WIDTH_DTYPES: dict[int, str] = {1: "u1", 2: "<i2", 4: "<i4"}
 
 
 class BadFrame(Exception):
@@ -86,19 +85,6 @@ class _CheckedReader:
 
     async def readexactly(self, n: int) -> bytes:
         return await self._reader.readexactly(n)
-
-
-def to_mono_float(data: bytes, width: int, channels: int) -> np.ndarray:
-    """Whole frames of little-endian PCM -> mono float32 in [-1, 1]."""
-    dtype = _WIDTH_DTYPES[width]
-    samples = np.frombuffer(data, dtype=dtype).astype(np.float32)
-    if width == 1:
-        samples = (samples - 128.0) / 128.0
-    else:
-        samples /= float(2 ** (8 * width - 1))
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    return samples.astype(np.float32, copy=False)
 
 
 async def model_languages(pool: Any, name: str | None) -> list[str]:
@@ -216,7 +202,7 @@ class _Connection:
             fmt = (int(rate), int(width), int(channels))
         except (TypeError, ValueError):
             fmt = (0, 0, 0)
-        if not (fmt[1] in _WIDTH_DTYPES and 1 <= fmt[2] <= 8 and 1000 <= fmt[0] <= 384000):
+        if not (fmt[1] in PCM_WIDTH_DTYPES and 1 <= fmt[2] <= 8 and 1000 <= fmt[0] <= 384000):
             # Tell the client; the session goes on with the previous format.
             await self.error(f"unsupported audio format rate={rate} width={width} channels={channels}")
             return False

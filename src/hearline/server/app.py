@@ -19,12 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hearline import __version__
 from hearline.config import Settings
 from hearline.models.pool import ModelPool
-from hearline.server import asr_ws, captions, models_api, openai_rest, realtime_ws, stt_ws, vosk_ws, web
+from hearline.server import asr_ws, captions, deepgram, models_api, openai_rest, realtime_ws, stt_ws, vosk_ws, web
 from hearline.server.errors import install_error_handlers
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_ROUTERS = (openai_rest, models_api, asr_ws, stt_ws, realtime_ws, vosk_ws, captions, web)
+PROTOCOL_ROUTERS = (openai_rest, models_api, asr_ws, stt_ws, realtime_ws, vosk_ws, deepgram, captions, web)
 
 
 def create_app(settings: Settings | None = None, pool: ModelPool | None = None, preload: bool = True) -> FastAPI:

@@ -149,21 +149,17 @@ async def _disconnect_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(APIError(400, "client disconnected", code="client_disconnected"))
 
 
+#: the exceptions :func:`to_api_error` maps to a specific status (doors with their own error shape catch these)
+DOMAIN_ERRORS = (APIError, UnknownModel, ModelFilesMissing, AudioDecodeError, UnknownLanguage, ServerBusy, EngineError)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the envelope handlers and the API-key middleware.
 
     Call this before adding CORS middleware so CORS stays outermost: preflights are answered
     without a key and 401s still carry CORS headers.
     """
-    for exc_class in (
-        APIError,
-        UnknownModel,
-        ModelFilesMissing,
-        AudioDecodeError,
-        UnknownLanguage,
-        ServerBusy,
-        EngineError,
-    ):
+    for exc_class in DOMAIN_ERRORS:
         app.add_exception_handler(exc_class, _domain_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)

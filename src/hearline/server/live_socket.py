@@ -18,13 +18,24 @@ START_ERRORS = (UnknownModel, EngineError, ServerBusy, OSError)
 
 
 async def open_live_session(
-    pool: ModelPool, settings: Settings, model: str | None, language: str | None, prompt: str | None = None
+    pool: ModelPool,
+    settings: Settings,
+    model: str | None,
+    language: str | None,
+    prompt: str | None = None,
+    *,
+    silence_ms: int | None = None,
+    vad: bool = True,
 ) -> LiveSession:
-    """A started session, or the start's exception with nothing left open."""
+    """A started session, or the start's exception with nothing left open.
+
+    ``silence_ms`` and ``vad`` are for doors whose protocol lets the client choose its endpointing.
+    """
     options = LiveOptions(
         language=language,
         prompt=prompt,
-        silence_ms=settings.vad_silence_ms,
+        vad=vad,
+        silence_ms=settings.vad_silence_ms if silence_ms is None else silence_ms,
         max_utterance_s=settings.max_utterance_s,
     )
     session = LiveSession(pool, model, options)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hearline.server.realtime_deltas import ItemText
+from hearline.engines.base import Word
+from hearline.server.realtime_deltas import ItemText, completed_words
 
 
 def _stream(committed: list[str], final: str) -> tuple[list[str], str]:
@@ -46,3 +47,14 @@ def test_an_utterance_without_committed_words_is_one_delta() -> None:
     assert deltas == ["Hello there."] and completed == "Hello there."
     deltas, completed = _stream([], "")
     assert deltas == [] and completed == ""
+
+
+def test_completed_logprob_words_follow_the_streamed_text_where_the_final_revised_it() -> None:
+    item = ItemText()
+    assert item.partial("sedatu raveke") == "sedatu raveke"
+    final = [Word(" sedatu", 0.0, 0.5, 0.9), Word(" gisile", 0.5, 1.0, 0.8), Word(" sedatu", 1.0, 1.5, 0.7)]
+    closing, completed, first = item.final("sedatu gisile sedatu")
+    assert completed == "sedatu raveke sedatu" and closing == " sedatu"
+    words = completed_words(completed[: len(completed) - len(closing)], final, first)
+    assert "".join(w.word for w in words).strip() == completed
+    assert [w.probability for w in words] == [0.9, None, 0.7]  # the revised word carries no probability

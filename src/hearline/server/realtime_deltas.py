@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from hearline.engines.base import Word
+
 _PUNCT = re.compile(r"[^\w']+")
 
 
@@ -63,3 +65,20 @@ def _end_of(done: list[str], words: list[str]) -> int:
     last = blocks[-1]
     # streamed words after the last match map one to one onto the final's next words
     return min(len(words), last.b + last.size + (len(a) - last.a - last.size))
+
+
+def completed_words(streamed: str, words: list[Word], first: int) -> list[Word]:
+    """The completed transcript's words for its logprobs: one per word of its text, in order.
+
+    ``streamed`` is the text the deltas carried before the closing one, ``words`` the final's words and
+    ``first`` where the closing delta took over.  A streamed word keeps the final's probability where
+    the final has the same word at that place; a word the final revised has none (logprob 0.0).
+    """
+    head: list[Word] = []
+    for index, token in enumerate(streamed.split()):
+        match = words[index] if index < first and index < len(words) else None
+        same = match is not None and _normal(match.word) == _normal(token)
+        probability = match.probability if same and match is not None else None
+        start, end = (match.start, match.end) if match is not None else (0.0, 0.0)
+        head.append(Word(" " + token, start, end, probability))
+    return head + words[first:]

@@ -42,7 +42,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from hearline.engines.base import Word
 from hearline.live.session import Error, Final, LiveSession, Partial, Silence, SpeechStarted
-from hearline.server.realtime_deltas import ItemText
+from hearline.server.realtime_deltas import ItemText, completed_words
 from hearline.server.realtime_wire import (
     SERVER_ERROR,
     RealtimeError,
@@ -223,7 +223,8 @@ class RealtimeItems:
             # the closing delta's logprobs: the final's own words from where it takes over (the engines'
             # words match the text's whitespace-separated words one to one)
             await self._send_delta(item, delta, event.words[first:])
-        await self._send_completed(item, transcript, event.end - event.start, event.words)
+        words = completed_words(transcript[: len(transcript) - len(delta)], event.words, first)
+        await self._send_completed(item, transcript, event.end - event.start, words)
 
     async def _on_error(self, event: Error) -> None:
         if not event.fatal:

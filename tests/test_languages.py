@@ -47,9 +47,13 @@ def test_mappings() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_whisper_dir: Path) -> Iterator[ServerThread]:
     pulse = PulseDaemon(tmp_path_factory.mktemp("pulse"))
-    settings = Settings.load(model_dir=tmp_path_factory.mktemp("models"), pulse_server=pulse.server)
+    settings = Settings.load(
+        model_dir=tmp_path_factory.mktemp("models"),
+        pulse_server=pulse.server,
+        allow_model_paths=[tiny_whisper_dir],  # the tests name it by path, as a client
+    )
     srv = ServerThread(create_app(settings), timeout_graceful_shutdown=3).start()
     try:
         yield srv

@@ -220,7 +220,10 @@ async def test_hub_repository_that_does_not_exist_is_an_unknown_model(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     with hub_server() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        pool = ModelPool(Settings.load(model_dir=tmp_path / "m", models_file=tmp_path / "none.yaml"))
+        settings = Settings.load(
+            model_dir=tmp_path / "m", models_file=tmp_path / "none.yaml", allow_remote_models=True
+        )  # clients may name hub repositories the catalog does not list only when the operator allows it
+        pool = ModelPool(settings)
         try:
             with pytest.raises(UnknownModel, match="the hub has no repository 'nobody/no-such-model'"):
                 await pool.get("nobody/no-such-model")

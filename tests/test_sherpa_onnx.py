@@ -475,7 +475,7 @@ async def test_live_session_uses_native_streaming_partials(zipformer_dir: Path, 
     VAD is off so the utterance stays open until flush(): partials then depend on nothing but the
     engine answering, not on how fast the test pushes audio.
     """
-    pool = ModelPool(Settings.load(threads=1, model_dir=tmp_path / "models"))
+    pool = ModelPool(Settings.load(threads=1, model_dir=tmp_path / "models", allow_model_paths=[zipformer_dir]))
     session = LiveSession(pool, str(zipformer_dir), LiveOptions(language="en", vad=False))
     events: list[object] = []
     try:

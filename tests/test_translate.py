@@ -347,7 +347,7 @@ def test_start_without_a_translator_still_captions(pulse: PulseDaemon, tmp_path:
 
 
 async def test_whisper_translator_uses_the_engines_translate_task(tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    pool = ModelPool(Settings(model_dir=tmp_path))
+    pool = ModelPool(Settings(model_dir=tmp_path, allow_model_paths=[tiny_whisper_dir]))  # named by path below
     try:
         engine = await pool.get(str(tiny_whisper_dir))
         assert engine.capabilities.translate
@@ -362,7 +362,9 @@ async def test_whisper_translator_uses_the_engines_translate_task(tiny_whisper_d
 
 
 def test_whisper_translate_task_over_sse(pulse: PulseDaemon, tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    settings = Settings.load(ping_interval_s=0.5, model_dir=tmp_path, pulse_server=pulse.server)
+    settings = Settings.load(
+        ping_interval_s=0.5, model_dir=tmp_path, pulse_server=pulse.server, allow_model_paths=[tiny_whisper_dir]
+    )  # /start names the model by path, as a client
     server = ServerThread(create_app(settings), timeout_graceful_shutdown=3).start()
     try:
         events = captions_with_translations(

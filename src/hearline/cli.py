@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--pcm-input", dest="pcm_input", action="store_true", default=None, help="/asr takes raw PCM16, not WebM"
     )
+    serve.add_argument(
+        "--allow-model-paths", dest="allow_model_paths", nargs="+", type=Path, metavar="DIR",
+        help="let clients name model paths inside these directories (default: clients name models only)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-remote-models", dest="allow_remote_models", action="store_true", default=None,
+        help="let clients name hub repositories the catalog does not list (they may download)",
+    )  # fmt: skip
     serve.set_defaults(func=serve_command)
 
     transcribe = subparsers.add_parser("transcribe", help="transcribe audio/video files without a server")
@@ -97,6 +105,7 @@ _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "api_key", "cors_origins", "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
+    "allow_model_paths", "allow_remote_models",
 )  # fmt: skip
 
 

@@ -7,13 +7,15 @@ object means every module reads the same values and tests can build isolated ser
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     # https://HOST and https://HOST/api/v3).
     github_url: str = "https://github.com"
     github_api: str = "https://api.github.com"
+    # Model names from clients (every door) are names, never paths or downloads of arbitrary repositories,
+    # unless the operator opts in: paths inside these directories (after resolving symlinks and ``..``;
+    # env: a ``os.pathsep``-separated list or a JSON list) ...
+    allow_model_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # ... and hub repositories the catalog does not list (which may download).
+    allow_remote_models: bool = False
 
     # -- inference scheduling --
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
@@ -105,6 +113,18 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allow_model_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(os.pathsep) if part.strip()]
+        if isinstance(value, Path):
+            return [value]
         return value
 
     @property

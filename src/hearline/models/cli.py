@@ -165,7 +165,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _find(name: str, settings: Settings) -> ModelEntry:
-    spec = resolve_model(name, settings)
+    spec = resolve_model(name, settings, client=False)  # the operator's own command line: paths and repos allowed
     entry = spec_entry(spec)
     if entry is None:
         raise UnknownModel(f"{name} (not a catalog or models.yaml model)")

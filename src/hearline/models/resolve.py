@@ -2,7 +2,13 @@
 
 Every engine module exposes ``load(spec, settings) -> Engine``; this module only decides which one
 and with what files.  The catalog/registry (``models/catalog.py``, ``models/registry.py``) extend
-what names mean; a path always wins.
+what names mean; for the operator (``--model``, the CLI, models.yaml) a path always wins.
+
+Names that come from the network (every door, through :meth:`ModelPool.resolve`, i.e. ``client=True``)
+are data: a client may name only models the server knows (catalog names and aliases, models.yaml,
+installed models, the bundled PocketSphinx, the default).  A path or a hub repository the catalog does not
+list is refused (:class:`ModelNameRefused`) before any file is opened or stat-ed and before any hub is
+asked, unless the operator opted in (``allow_model_paths``, ``allow_remote_models``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +51,41 @@ FASTER_WHISPER_SIZES = {
 }  # fmt: skip
 
 
+#: how much of a model name an error message quotes (names come from clients: never echo much back)
+SHOWN_NAME_CHARS = 100
+
+
+def shown_name(name: str) -> str:
+    """``name`` cut to :data:`SHOWN_NAME_CHARS` characters for messages."""
+    return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "..."
+
+
 class UnknownModel(LookupError):
     """No model by that name or path (``reason`` says how we know, e.g. the hub has no such repository)."""
 
     def __init__(self, name: str, reason: str = "") -> None:
-        super().__init__(f"model {name!r} not found" + (f": {reason}" if reason else ""))
+        super().__init__(f"model {shown_name(name)!r} not found" + (f": {reason}" if reason else ""))
         self.name = name
+        self.reason = reason
+
+
+class ModelNameRefused(UnknownModel):
+    """A client named a path or a hub repository this server does not know: refused without touching either."""
+
+
+PATH_REFUSED = (
+    "clients name models, not paths (GET /v1/models lists them); "
+    "the operator can allow model directories with --allow-model-paths"
+)
+REMOTE_REFUSED = (
+    "not a model this server knows (GET /v1/models lists them); "
+    "the operator can allow other hub repositories with --allow-remote-models"
+)
+
+#: the longest hub-style name a client may send (the hub allows 96 characters per part)
+MAX_HUB_NAME_CHARS = 200
+#: what a Hugging Face repository id (``owner/name``) or a bare faster-whisper size guess may look like
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 
 
 @dataclass(frozen=True)
@@ -61,11 +97,17 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
-def resolve_model(name: str | None, settings: Settings) -> ModelSpec:
+def resolve_model(name: str | None, settings: Settings, *, client: bool = False) -> ModelSpec:
     """The spec for a requested name: default aliases, PocketSphinx, a path, models.yaml, the catalog, a hub repo.
 
     Resolving never touches the network or loads anything; ``options["installed"]`` says whether the files
     are present (``False`` means :func:`load_engine` will refuse and the pool may download first).
+
+    ``client=True``: the name came from the network (:meth:`ModelPool.resolve` passes it for every door).
+    Then a path is allowed only inside ``settings.allow_model_paths`` and a hub repository the catalog
+    does not list only when installed or ``settings.allow_remote_models``; otherwise
+    :class:`ModelNameRefused`, decided from the name alone.  The server's own ``settings.model`` stays
+    trusted however a request spells it (None, ``default``, or the same name).
     """
     requested = (name or "").strip()
     if requested in DEFAULT_ALIASES:
@@ -74,6 +116,8 @@ def resolve_model(name: str | None, settings: Settings) -> ModelSpec:
         return default_spec(settings)
     if requested.lower() in POCKETSPHINX_NAMES:
         return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX, options={"installed": True})
+    if client and requested not in _operator_names(settings):
+        return _client_spec(requested, settings)
     path = Path(requested).expanduser()
     if path.is_absolute() or requested.startswith((".", "~")):
         if not path.exists():
@@ -85,6 +129,68 @@ def resolve_model(name: str | None, settings: Settings) -> ModelSpec:
     if requested.startswith(("distil-", "Systran/", "faster-whisper-")) or _looks_like_repo(requested):
         return spec_for_entry(hub_entry(requested), settings)
     raise UnknownModel(requested)
+
+
+def _operator_names(settings: Settings) -> set[str]:
+    """The spellings of the operator's own defaults (``--model``, models.yaml ``default_model``): as given,
+    and a path as the pool names it once loaded."""
+    names: set[str] = set()
+    for configured in (settings.model, load_registry(settings).default_model):
+        configured = (configured or "").strip()
+        if configured:
+            names.update({configured, str(Path(configured).expanduser())})
+    return names
+
+
+def is_path_like(name: str) -> bool:
+    """Whether a client's name is a filesystem path rather than a model name (decided from the text alone).
+
+    Absolute paths, ``~``, ``.``/``..`` (anywhere), backslashes and NULs, and any ``/`` that does not make an
+    ``owner/name`` hub-style id; catalog ids with a ``/`` (``Systran/faster-whisper-tiny``) are hub-style.
+    """
+    if name.startswith(("/", "~", ".")) or "\\" in name or "\x00" in name or os.path.isabs(name):
+        return True
+    parts = name.split("/")
+    return any(part in {".", ".."} for part in parts) or (len(parts) > 1 and not _looks_like_repo(name))
+
+
+def _client_spec(requested: str, settings: Settings) -> ModelSpec:
+    """:func:`resolve_model` for a name from the network (see there); nothing is touched for a refused name."""
+    explicit_path = requested.startswith(("/", "~", ".")) or os.path.isabs(requested)
+    entry = None if explicit_path else find_entry(requested, settings)  # names only: no files involved
+    if entry is not None:
+        return spec_for_entry(entry, settings)
+    if is_path_like(requested):
+        path = allowed_model_path(requested, settings)
+        if not path.exists():
+            raise UnknownModel(requested)
+        return spec_for_path(path)
+    if requested.startswith(("distil-", "Systran/", "faster-whisper-")) or _looks_like_repo(requested):
+        if len(requested) > MAX_HUB_NAME_CHARS or not _HUB_NAME.fullmatch(requested) or ".." in requested:
+            raise ModelNameRefused(requested, REMOTE_REFUSED)
+        spec = spec_for_entry(hub_entry(requested), settings)  # local lookups only (model dir, HF cache)
+        if settings.allow_remote_models or spec.options.get("installed"):
+            return spec
+        raise ModelNameRefused(requested, REMOTE_REFUSED)
+    raise UnknownModel(requested)
+
+
+def allowed_model_path(requested: str, settings: Settings) -> Path:
+    """The real path a client named, when it lies inside one of ``settings.allow_model_paths``.
+
+    Checked lexically first (nothing outside the allowed directories is touched), then again after
+    resolving symlinks.  ``~`` is never expanded for a client.
+    """
+    if not settings.allow_model_paths or requested.startswith("~") or "\x00" in requested:
+        raise ModelNameRefused(requested, PATH_REFUSED)
+    roots = [Path(os.path.abspath(os.path.expanduser(str(root)))) for root in settings.allow_model_paths]
+    candidate = Path(os.path.abspath(requested))  # normalizes ``..`` without touching the filesystem
+    if not any(candidate.is_relative_to(root) for root in roots):
+        raise ModelNameRefused(requested, PATH_REFUSED)
+    real = candidate.resolve()
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise ModelNameRefused(requested, PATH_REFUSED)  # a symlink out of the allowed directories
+    return real
 
 
 def _looks_like_repo(name: str) -> bool:

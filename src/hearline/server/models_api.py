@@ -6,12 +6,14 @@ and Hearline's extras: ``status`` (``loaded`` | ``installed`` | ``downloading`` 
 published, as for the sherpa-onnx archives) with ``verification`` saying how a download is checked then,
 and, while a download runs or after it failed, ``download`` progress.  ``POST /v1/models/{id}`` starts a
 download (202; poll with GET); ``DELETE /v1/models/{id}`` unloads, and with ``?remove=true`` also deletes
-the files.
+the files.  Both change the server: they need the API key when one is set (``ApiKeyMiddleware``), and
+without a key only clients on this machine (loopback) may call them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from hearline.models.download import DownloadError, checksum, is_offline, verifi
 from hearline.models.download import remove as remove_model_files
 from hearline.models.pool import ModelPool
 from hearline.models.registry import RegistryError, all_entries
-from hearline.models.resolve import ModelSpec, UnknownModel, spec_entry
+from hearline.models.resolve import ModelSpec, UnknownModel, shown_name, spec_entry
 from hearline.server.errors import APIError
 
 logger = logging.getLogger(__name__)
@@ -115,7 +117,10 @@ def _lookup(pool: ModelPool, model_id: str) -> tuple[ModelEntry, ModelSpec | Non
     try:
         spec = pool.resolve(model_id)
     except UnknownModel as exc:
-        raise APIError(404, f"the model {model_id!r} does not exist", param="model", code="model_not_found") from exc
+        message = f"the model {shown_name(model_id)!r} does not exist"
+        if exc.reason:  # e.g. why a client's path or repository is refused
+            message += f": {exc.reason}"
+        raise APIError(404, message, param="model", code="model_not_found") from exc
     except RegistryError as exc:
         raise APIError(500, f"models.yaml is invalid: {exc}", type="server_error", code="invalid_registry") from exc
     entry = spec_entry(spec)
@@ -125,6 +130,34 @@ def _lookup(pool: ModelPool, model_id: str) -> tuple[ModelEntry, ModelSpec | Non
         else:  # a path on disk
             entry = ModelEntry(name=spec.name, engine=spec.engine, source="path")
     return entry, spec
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address is this machine (127.0.0.0/8, ::1, or IPv4 loopback mapped into IPv6)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _require_manager(request: Request) -> None:
+    """Pulling and deleting models: with an API key the middleware already checked it; without one, loopback only."""
+    settings: Settings = request.app.state.settings
+    if settings.api_key:
+        return
+    host = request.client.host if request.client is not None else None
+    if not is_loopback(host):
+        raise APIError(
+            403,
+            "downloading or deleting models is allowed only from the server's own machine unless the server "
+            "has an API key (--api-key)",
+            code="permission_denied",
+        )
 
 
 def _default_name(pool: ModelPool) -> str:
@@ -182,6 +215,7 @@ async def retrieve_model(model_id: str, request: Request) -> JSONResponse:
 @router.post("/v1/models/{model_id:path}")
 async def download_model(model_id: str, request: Request) -> JSONResponse:
     """Start downloading a model: 202 while it runs (poll GET), 200 when it is already installed."""
+    _require_manager(request)
     pool: ModelPool = request.app.state.pool
     settings: Settings = request.app.state.settings
     entry, spec = await asyncio.to_thread(_lookup, pool, model_id)
@@ -205,6 +239,7 @@ async def download_model(model_id: str, request: Request) -> JSONResponse:
 @router.delete("/v1/models/{model_id:path}")
 async def delete_model(model_id: str, request: Request, remove: bool = False) -> JSONResponse:
     """Unload a model; with ``?remove=true`` also delete its files (the bundled model cannot be removed)."""
+    _require_manager(request)
     pool: ModelPool = request.app.state.pool
     settings: Settings = request.app.state.settings
     entry, _spec = await asyncio.to_thread(_lookup, pool, model_id)

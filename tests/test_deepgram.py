@@ -91,7 +91,7 @@ def final_text(messages: list[Any]) -> str:
 
 async def test_live_interim_results_vad_events_and_metadata(keyed_server: ServerThread) -> None:
     messages = await stream(
-        keyed_server, pcm16(CLIP), encoding="linear16", sample_rate="16000",
+        keyed_server, pcm16(CLIP), pace=0.05, encoding="linear16", sample_rate="16000",
         interim_results="true", vad_events="true", utterance_end_ms="1000",
     )  # fmt: skip
     types = kinds(messages)

@@ -52,6 +52,17 @@ async def read(client: AsyncTcpClient) -> Event | None:
     return await asyncio.wait_for(client.read_event(), TIMEOUT)
 
 
+async def first_reply(port: int, event: Event) -> Event | None:
+    """Send one event on a new connection; the server's first reply."""
+    client = AsyncTcpClient("127.0.0.1", port)
+    await client.connect()
+    try:
+        await client.write_event(event)
+        return await read(client)
+    finally:
+        await client.disconnect()
+
+
 async def transcribe(port: int, pcm: bytes, extra: list[Event] | None = None) -> list[Event]:
     """Send one stream (48 kHz stereo 16-bit, odd-sized chunks); every event up to the transcript."""
     client = AsyncTcpClient("127.0.0.1", port)
@@ -79,13 +90,7 @@ async def transcribe(port: int, pcm: bytes, extra: list[Event] | None = None) ->
 
 async def test_describe_lists_the_model_with_languages(tmp_path: Path) -> None:
     async with wyoming_server(tmp_path) as port:
-        client = AsyncTcpClient("127.0.0.1", port)
-        await client.connect()
-        try:
-            await client.write_event(Describe().event())
-            event = await read(client)
-        finally:
-            await client.disconnect()
+        event = await first_reply(port, Describe().event())
     assert event is not None and Info.is_type(event.type)
     info = Info.from_event(event)
     assert len(info.asr) == 1
@@ -139,13 +144,7 @@ async def test_unknown_event_is_ignored(tmp_path: Path) -> None:
 
 async def test_unknown_model_is_an_error_event(tmp_path: Path) -> None:
     async with wyoming_server(tmp_path) as port:
-        client = AsyncTcpClient("127.0.0.1", port)
-        await client.connect()
-        try:
-            await client.write_event(Transcribe(name="no-such-model").event())
-            event = await read(client)
-        finally:
-            await client.disconnect()
+        event = await first_reply(port, Transcribe(name="no-such-model").event())
     assert event is not None and Error.is_type(event.type)
 
 
@@ -155,3 +154,13 @@ async def test_whisper_default(tmp_path: Path) -> None:
         events = await transcribe(port, stereo_48k_pcm(CLIP))
     text = Transcript.from_event(events[-1]).text
     assert wer(clip(CLIP).text, text) < 0.2, text  # measured: 0.000 (Whisper base, the same stream)
+
+
+async def test_language_the_model_lacks_is_refused_at_transcribe(tmp_path: Path) -> None:
+    async with wyoming_server(tmp_path) as port:
+        event = await first_reply(port, Transcribe(language="de").event())
+        assert event is not None and Error.is_type(event.type)
+        error = Error.from_event(event)
+        assert error.code == "unsupported_language" and "'de'" in error.text
+        events = await transcribe(port, stereo_48k_pcm("en_pocketsphinx_goforward"))  # the server goes on
+    assert "forward" in Transcript.from_event(events[-1]).text

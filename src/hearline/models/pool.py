@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from hearline.config import Settings
 from hearline.engines.base import Engine
+from hearline.metrics import Metrics
 from hearline.models.download import (
     DownloadError,
     DownloadManager,
@@ -66,8 +67,11 @@ class _Slot:
 
 
 class ModelPool:
-    def __init__(self, settings: Settings, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self, settings: Settings, executor: ThreadPoolExecutor | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics  # the app factory attaches its app's metrics when it has none
         self._executor = executor or ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="hearline-infer"
         )
@@ -82,8 +86,10 @@ class ModelPool:
 
     # -- resolution and loading ---------------------------------------------------------------
     def resolve(self, name: str | None) -> ModelSpec:
-        """Model spec for a request's model name (``None``, ``whisper-1`` and ``default`` mean the default)."""
-        return resolve_model(name, self.settings)
+        """Model spec for a request's model name (``None``, ``whisper-1`` and ``default`` mean the default).
+
+        Names reaching the pool come from clients: paths and unlisted hub repositories are refused there."""
+        return resolve_model(name, self.settings, client=True)
 
     @property
     def default_name(self) -> str:
@@ -117,6 +123,7 @@ class ModelPool:
                         self._executor, load_engine, spec, self.settings
                     )
                     logger.info("loaded model %s (%s) in %.2fs", spec.name, spec.engine, time.perf_counter() - started)
+                    self._count_load(spec.name, time.perf_counter() - started)
                 finally:
                     self._loading -= 1
                 slot.engine = engine
@@ -169,7 +176,7 @@ class ModelPool:
             if name == keep or slot.engine is None or slot.active:
                 continue
             logger.info("unloading %s to stay within the %d MB memory budget", name, self.settings.memory_budget_mb)
-            self._unload(slot)
+            self._unload(slot, reason="budget")
 
     def _used_bytes(self) -> int:
         return sum(self._slot_bytes(slot) for slot in self._slots.values() if slot.engine is not None)
@@ -208,14 +215,25 @@ class ModelPool:
                 continue
             if now - slot.last_used >= idle_s:
                 logger.info("unloading %s: idle for %.0fs", name, now - slot.last_used)
-                self._unload(slot)
+                self._unload(slot, reason="idle")
                 unloaded.append(name)
         return unloaded
 
-    def _unload(self, slot: _Slot) -> None:
+    def _unload(self, slot: _Slot, reason: str | None = None) -> None:
+        """Close the slot's engine; ``reason`` (budget, idle, request) counts it as an eviction."""
         engine, slot.engine = slot.engine, None
         if engine is not None:
+            if reason is not None and self.metrics is not None:
+                self.metrics.model_evicted(slot.spec.name, reason)
             engine.close()
+
+    def _count_load(self, name: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.model_loaded(name, seconds)
+
+    def work_by_model(self) -> dict[str, tuple[int, int]]:
+        """Jobs waiting at and admitted by each loaded model's gates: ``{model: (waiting, running)}``."""
+        return {name: (slot.waiting, slot.active) for name, slot in self._slots.items() if slot.lanes is not None}
 
     async def unload(self, name: str) -> bool:
         spec = self.resolve(name)
@@ -223,7 +241,7 @@ class ModelPool:
         if slot is None or slot.engine is None:
             return False
         async with slot.load_lock:
-            self._unload(slot)
+            self._unload(slot, reason="request")
         return True
 
     def batch_saturated(self, engine: Engine) -> bool:
@@ -262,13 +280,18 @@ class ModelPool:
             (gate.full and gate.waiting >= self.settings.max_queue_per_model)
             or (lane is Lane.BACKGROUND and not gate.spare)
         ):
+            if self.metrics is not None:
+                self.metrics.job_refused(engine.name, lane.name.lower())
             raise ServerBusy(engine.name)
         await gate.acquire(int(lane))
         slot.last_used = time.monotonic()
+        started = time.perf_counter()
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         finally:
             gate.release()
+            if self.metrics is not None:
+                self.metrics.inference(engine.name, lane.name.lower(), time.perf_counter() - started)
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -18,19 +18,36 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearline import __version__
 from hearline.config import Settings
+from hearline.metrics import Metrics
 from hearline.models.pool import ModelPool
-from hearline.server import asr_ws, captions, deepgram, models_api, openai_rest, realtime_ws, stt_ws, vosk_ws, web
+from hearline.server import (
+    asr_ws,
+    captions,
+    deepgram,
+    models_api,
+    monitoring,
+    openai_rest,
+    realtime_ws,
+    stt_ws,
+    vosk_ws,
+    web,
+)
 from hearline.server.errors import install_error_handlers
+from hearline.server.monitoring import RestMetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_ROUTERS = (openai_rest, models_api, asr_ws, stt_ws, realtime_ws, vosk_ws, deepgram, captions, web)
+PROTOCOL_ROUTERS = (openai_rest, models_api, asr_ws, stt_ws, realtime_ws, vosk_ws, deepgram, captions, web, monitoring)
 
 
 def create_app(settings: Settings | None = None, pool: ModelPool | None = None, preload: bool = True) -> FastAPI:
     settings = settings or Settings()
     owns_pool = pool is None
     pool = pool or ModelPool(settings)
+    if pool.metrics is None:  # a pool shared by several apps keeps the first one's metrics
+        pool.metrics = Metrics()  # its own CollectorRegistry, never the process-wide default
+    metrics = pool.metrics
+    metrics.watch_work(pool.work_by_model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +68,11 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
     app.state.settings = settings
     app.state.pool = pool
     app.state.shutdown_hooks = []
+    app.state.metrics = metrics  # GET /metrics renders metrics.registry
+    app.state.draining = False  # True: /ready answers 503 "draining" (set by a graceful drain)
     install_error_handlers(app)  # also the HTTP API-key middleware; must stay inside CORS
+    routes = [route for module in PROTOCOL_ROUTERS for route in module.router.routes]
+    app.add_middleware(RestMetricsMiddleware, routes=routes)  # outside the key check: 401s are counted too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

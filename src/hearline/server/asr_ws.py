@@ -153,8 +153,9 @@ class _Connection:
     async def run(self) -> None:
         try:
             try:
+                params = self.params
                 self.session = await open_live_session(
-                    self.ws.app.state.pool, self.settings, self.params.model, self.params.language, self.params.prompt
+                    self.ws.app.state.pool, self.settings, params.model, params.language, params.prompt, door="asr"
                 )
             except (UnsupportedOption, UnknownModel) as exc:  # e.g. a language the model lacks: a bad parameter
                 await self._send({"type": "error", "error": str(exc)})

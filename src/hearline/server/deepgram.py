@@ -259,7 +259,7 @@ async def listen_live(ws: WebSocket) -> None:
     try:
         session = await open_live_session(
             ws.app.state.pool, settings, params.model, params.language, params.prompt,
-            silence_ms=silence, vad=params.endpointing,
+            silence_ms=silence, vad=params.endpointing, door="deepgram",
         )  # fmt: skip
     except START_ERRORS as exc:
         error = to_api_error(exc)

@@ -185,8 +185,9 @@ async def drain_body(receive: Receive, limit: int) -> None:
             return
 
 
-#: paths reachable without a key: the health probe and the browser pages (which then pass ``token``)
-PUBLIC_PATHS = frozenset({"/health", "/", "/captions", "/captions/", "/favicon.ico"})
+#: paths reachable without a key: the health and readiness probes and the browser pages (which then pass
+#: ``token``); /metrics is not public: it needs the key when one is set (scrapers can send a bearer token)
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/captions", "/captions/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 
 

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from hearline import formats
 from hearline.audio.decode import decode_audio
-from hearline.engines.base import Engine, Segment, Task, Transcript
+from hearline.engines.base import SAMPLE_RATE, Engine, Segment, Task, Transcript
 from hearline.models.pool import ModelPool
 from hearline.server.errors import APIError, to_api_error
 from hearline.server.openai_form import AudioRequest, parse_request, read_form
@@ -73,6 +73,7 @@ async def _handle(request: Request, task: Task) -> Response:
         audio = await loop.run_in_executor(None, decode_audio, req.upload.file)
     finally:
         await form.close()  # the spooled upload is no longer needed once decoded
+    request.app.state.metrics.audio_received("rest", len(audio) / SAMPLE_RATE)
 
     if req.stream:
         return await _stream(pool, engine, audio, req)

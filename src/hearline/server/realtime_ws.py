@@ -30,6 +30,7 @@ from hearline.engines.base import EngineError, UnsupportedOption
 from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
+from hearline.server.live_socket import CountedSession
 from hearline.server.realtime_deltas import ItemText
 from hearline.server.realtime_items import RealtimeItems
 from hearline.server.realtime_wire import (
@@ -327,7 +328,7 @@ class RealtimeConnection(RealtimeItems):
         if self.stream is not None:
             return self.stream
         options = self.config.live_options(self.settings.max_utterance_s)
-        live = LiveSession(self.pool, self.config.model, options)
+        live = CountedSession(self.pool, self.config.model, options, door="realtime")
         try:
             await live.start()
         except UnknownModel as exc:

@@ -73,7 +73,7 @@ class _Connection:
     # -- session lifecycle ------------------------------------------------------------------
     async def start(self) -> bool:
         try:
-            session = await open_live_session(self.pool, self.settings, self.model, self.language)
+            session = await open_live_session(self.pool, self.settings, self.model, self.language, door="stt")
         except START_ERRORS as exc:
             await self.error(str(exc))
             return False

@@ -219,7 +219,9 @@ class VoskConnection:
             return self.live
         prompt = ", ".join(self.phrases) or None
         try:
-            live = await open_live_session(self.pool, self.settings, self.model, self.settings.language, prompt)
+            live = await open_live_session(
+                self.pool, self.settings, self.model, self.settings.language, prompt, door="vosk"
+            )
         except (UnknownModel, EngineError) as exc:
             logger.warning("vosk: could not start a live session: %s", exc)
             raise VoskFatal(f"cannot start recognition: {exc}") from exc

@@ -32,7 +32,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 import hearline
 from hearline import languages
 from hearline.audio.decode import PCM_WIDTH_DTYPES, to_mono_float
-from hearline.engines.base import EngineError
+from hearline.engines.base import EngineError, TranscribeOptions, UnsupportedOption
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
@@ -115,6 +115,17 @@ async def describe(pool: Any) -> Info:
     return Info(asr=[program])
 
 
+def _start_error_code(exc: BaseException) -> str:
+    """Wyoming error ``code`` for a failed model or session start."""
+    if isinstance(exc, UnknownModel):
+        return "unknown_model"
+    if isinstance(exc, UnsupportedOption):
+        return "unsupported_language"
+    if isinstance(exc, ServerBusy):
+        return "busy"
+    return "model_unavailable"
+
+
 class _Connection:
     """One TCP client: at most one LiveSession at a time (audio-start .. audio-stop)."""
 
@@ -174,11 +185,14 @@ class _Connection:
                 if request.name:
                     self.pool.resolve(request.name)
                 language = languages.engine_code(request.language) if request.language else None
-            except UnknownModel as exc:
-                await self.error(str(exc), "unknown_model")
-                return True
+                if language is not None:  # a language the model lacks: refused now, not at the audio
+                    engine = await self.pool.get(request.name or self.model)
+                    engine.check_options(TranscribeOptions(language=language))
             except languages.UnknownLanguage as exc:
                 await self.error(str(exc), "unknown_language")
+                return True
+            except START_ERRORS as exc:
+                await self.error(str(exc), _start_error_code(exc))
                 return True
             self.model = request.name or None
             if request.language:
@@ -211,9 +225,9 @@ class _Connection:
 
     async def start(self) -> bool:
         try:
-            session = await open_live_session(self.pool, self.settings, self.model, self.language)
+            session = await open_live_session(self.pool, self.settings, self.model, self.language, door="wyoming")
         except START_ERRORS as exc:
-            await self.error(str(exc), "model_unavailable")
+            await self.error(str(exc), _start_error_code(exc))
             return False
         self.session = session
         self._finals, self._final_language, self._streamed, self._carry = [], None, "", b""

@@ -18,7 +18,7 @@ from hearline.engines.pocketsphinx import DecoderProcess
 from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool
-from hearline.models.scheduling import lane_capacity
+from hearline.models.scheduler import Work
 from tests.helpers import clip, wer
 
 
@@ -399,7 +399,7 @@ async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: Mod
     engine = await pool.get(None)
     audio = audio_of("en_ljspeech_LJ001-0001")
     offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
-    capacity = lane_capacity(pool.settings)
+    capacity = pool.settings.batch_capacity
     started, unblock = threading.Semaphore(0), threading.Event()
 
     def hold_a_batch_slot() -> None:
@@ -407,7 +407,7 @@ async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: Mod
         unblock.wait(30)
 
     holders = [
-        asyncio.create_task(pool.run(engine, hold_a_batch_slot, reject_when_full=False)) for _ in range(capacity)
+        asyncio.create_task(pool.run(engine, hold_a_batch_slot, work=Work.FINAL)) for _ in range(capacity)
     ]
     session = LiveSession(pool, None, LiveOptions(language="en", vad=False))
     try:

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         return self.model_dir.parent
 
     @property
+    def batch_capacity(self) -> int:
+        """Jobs each lane of a model admits at once: as many as it has threads, so waiting happens in the
+        scheduler's gate (by priority), never in an executor's first-come-first-served queue."""
+        return max(1, min(self.max_concurrency_per_model, self.workers))
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 

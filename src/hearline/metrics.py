@@ -13,7 +13,8 @@ Names (all prefixed ``hearline_``):
   (``door``: ``stt``, ``asr``, ``vosk``, ``wyoming``, ``deepgram``, ``realtime``) and by REST uploads (``rest``)
 * ``rest_requests_total{method,endpoint,status}``: HTTP requests by route template
 * ``inference_seconds{model,kind}`` (histogram): time in a worker thread per pool job; ``kind`` is the
-  scheduling lane (``live``: partial steps, ``normal``: finals and requests, ``background``: speculative)
+  scheduler's kind of work (``partial``, ``stream_step``, ``final``, ``speculative_final``, ``request``,
+  ``translation``)
 * ``work_waiting{model}``, ``work_running{model}`` (gauges): pool jobs waiting at / admitted by the gates
 * ``model_loads_total{model}``, ``model_load_seconds_total{model}``, ``model_evictions_total{model,reason}``
   (``reason``: ``budget`` | ``idle`` | ``request``)
@@ -67,7 +68,7 @@ class Metrics:
         )
         self.inference_seconds = Histogram(
             PREFIX + "inference_seconds",
-            "Seconds a pool job ran in a worker thread, by model and kind (scheduling lane)",
+            "Seconds a pool job ran in a worker thread, by model and kind of work",
             ["model", "kind"],
             buckets=INFERENCE_BUCKETS,
             registry=reg,

@@ -43,7 +43,6 @@ from hearline.engines.base import (
 )
 from hearline.engines.pocketsphinx_stream import PocketSphinxStream, _words
 from hearline.engines.segments import group_words, split_long
-from hearline.models.scheduling import lane_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -295,5 +294,5 @@ def load(spec: ModelSpec, settings: Settings) -> PocketSphinxEngine:
         name=spec.name,
         model_dir=spec.path,
         max_decoders=max(8, 2 * settings.max_concurrency_per_model),
-        offline_reserve=lane_capacity(settings),  # as many as the pool's batch lane runs at once
+        offline_reserve=settings.batch_capacity,  # as many offline calls as the pool runs at once
     )

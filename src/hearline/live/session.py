@@ -12,7 +12,7 @@ Inside, two tasks per session and no threads of its own:
   through a policy (:mod:`hearline.live.policies`), one ``ModelPool.run`` job at a time.  Audio that
   arrives while a job runs is gathered and handled by the next job, so a session that falls behind
   does fewer, bigger steps (newest audio wins) instead of queueing work; partial jobs may be refused
-  by a busy pool (``reject_when_full``), finals never are.
+  by a busy pool (the scheduler's refusable work), finals never are.
 
 When a policy's final is a second pass that needs only the utterance's audio (PocketSphinx), that pass
 is a separate pool job: the decoder task goes straight on to the next utterance's partials while it
@@ -38,8 +38,8 @@ finals are pending, which makes ``push`` wait: backpressure) plus a short text h
 This module keeps the session's lifecycle (start, push, commands, flush, settle, events, close); the
 rest is split by what it holds: :mod:`~hearline.live.events` (options and events),
 :mod:`~hearline.live.session_state` (state and shared helpers), :mod:`~hearline.live.session_input`
-(input task), :mod:`~hearline.live.session_decoder` (decoder task), :mod:`~hearline.live.utterance`
-and :mod:`~hearline.live.stream_slots`.  Their names are re-exported here.
+(input task), :mod:`~hearline.live.session_decoder` (decoder task), :mod:`~hearline.live.utterance`.
+Their names are re-exported here; who runs next is :mod:`hearline.models.scheduler`'s.
 """
 
 from __future__ import annotations
@@ -74,9 +74,6 @@ from hearline.live.session_state import (
     T,
 )
 from hearline.live.session_state import _End as _End
-from hearline.live.stream_slots import _slot_semaphore
-from hearline.live.stream_slots import _stream_capacity as _stream_capacity
-from hearline.live.stream_slots import _stream_slots as _stream_slots
 from hearline.live.utterance import _Utterance as _Utterance
 
 # Re-exported: adapters, tests and bench import these from here.
@@ -147,7 +144,7 @@ class LiveSession(SessionInput, SessionDecoder):
             pause_ms=opts.pause_ms,
         )
         self._policy = choose_policy(engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy)
-        self._slot = _slot_semaphore(engine) if self._policy.needs_lease else None
+        self._slot = self.pool.stream_slots.semaphore(engine) if self._policy.needs_lease else None
         self.engine = engine
         self._started = True
         self._tasks = [

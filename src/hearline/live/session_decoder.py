@@ -14,7 +14,7 @@ from hearline.live.policies import FinalJob, Policy, Result
 from hearline.live.session_state import PARTIAL_RETRY_S, SessionState
 from hearline.live.utterance import _Utterance
 from hearline.models.pool import ServerBusy
-from hearline.models.scheduling import Lane
+from hearline.models.scheduler import Work
 
 logger = logging.getLogger("hearline.live.session")  # the session's logger, as before the split
 
@@ -56,7 +56,7 @@ class SessionDecoder(SessionState):
             if self._latest_partial is not None and self._latest_partial.utterance_id == utt.id:
                 self._latest_partial = None
             if utt.begun:
-                await self._job(policy.discard, reject=False, lane=Lane.LIVE)
+                await self._job(policy.discard, work=Work.STREAM_STEP)
                 self._release_slot()
             self._done_with_head()
             return True
@@ -78,7 +78,8 @@ class SessionDecoder(SessionState):
         try:
             # A busy pool may refuse partial work, unless the input is waiting on it (then it is the
             # only way forward and must queue like a final).
-            result = await self._job(policy.partial, audio, skip, reject=not self._input_waiting, lane=Lane.LIVE)
+            work = Work.STREAM_STEP if self._input_waiting else Work.PARTIAL  # the input waits on this step
+            result = await self._job(policy.partial, audio, skip, work=work)
         except ServerBusy:
             utt.give_back(audio)  # newer audio joins it; the next step decodes all of it
             await asyncio.sleep(PARTIAL_RETRY_S)
@@ -137,10 +138,10 @@ class SessionDecoder(SessionState):
             if prepared is not None:
                 # Speech never resumed after the pause the final was prepared in: the audio since is
                 # silence and the prepared result is the final.
-                source = await self._job(policy.final_from_guess, prepared, reject=False, lane=Lane.LIVE)
+                source = await self._job(policy.final_from_guess, prepared, work=Work.STREAM_STEP)
             else:
-                lane = Lane.NORMAL if policy.inline_final_pass else Lane.LIVE
-                outcome = await self._job(policy.final, audio, utt.sound_end, reject=False, lane=lane)
+                work = Work.FINAL if policy.inline_final_pass else Work.STREAM_STEP  # else: a job comes back
+                outcome = await self._job(policy.final, audio, utt.sound_end, work=work)
                 source = self._final_pass(outcome, guess)
         except Exception as exc:
             logger.exception("final decoding failed")
@@ -163,7 +164,7 @@ class SessionDecoder(SessionState):
                 return prepared
         if isinstance(outcome, Result):
             return outcome
-        return await self._job(outcome, reject=False, lane=Lane.NORMAL)  # a final is never refused
+        return await self._job(outcome, work=Work.FINAL)  # a final is never refused
 
     async def _deliver_final(
         self, utt: _Utterance, source: Result | Awaitable[Result], previous: asyncio.Task[None] | None
@@ -200,8 +201,8 @@ class SessionDecoder(SessionState):
         audio = utt.take()
         try:
             # Optional work: a busy pool may refuse it (the final is then computed at the endpoint).
-            lane = Lane.BACKGROUND if policy.inline_final_pass else Lane.LIVE
-            outcome = await self._job(policy.guess_final, audio, utt.pause_end, reject=True, lane=lane)
+            work = Work.SPECULATIVE_FINAL if policy.inline_final_pass else Work.PARTIAL
+            outcome = await self._job(policy.guess_final, audio, utt.pause_end, work=work)
         except ServerBusy:
             utt.give_back(audio)
             return True
@@ -234,7 +235,7 @@ class SessionDecoder(SessionState):
 
     async def _prepare(self, job: FinalJob) -> Result | None:
         try:
-            return await self._job(job, reject=True, lane=Lane.BACKGROUND)
+            return await self._job(job, work=Work.SPECULATIVE_FINAL)
         except ServerBusy:
             return None
         except Exception:

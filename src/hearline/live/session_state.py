@@ -21,7 +21,7 @@ from hearline.live.policies import Policy, Result
 from hearline.live.segmenter import Segmenter
 from hearline.live.utterance import _Utterance
 from hearline.models.pool import ModelPool
-from hearline.models.scheduling import Lane
+from hearline.models.scheduler import Work
 
 logger = logging.getLogger("hearline.live.session")  # the session's logger, as before the split
 
@@ -125,7 +125,7 @@ class SessionState:
             self._holding_slot = False
             self._slot.release()
 
-    async def _job(self, fn: Callable[..., T], *args: Any, reject: bool, lane: Lane) -> T:
+    async def _job(self, fn: Callable[..., T], *args: Any, work: Work) -> T:
         """``pool.run(fn, *args)``, tracked so close() can wait for the worker thread to let go."""
         assert self.engine is not None
         loop = asyncio.get_running_loop()
@@ -151,7 +151,7 @@ class SessionState:
         self._jobs.add(done)
         done.add_done_callback(self._jobs.discard)
         try:
-            return await self.pool.run(self.engine, call, reject_when_full=reject, lane=lane)
+            return await self.pool.run(self.engine, call, work=work)
         finally:
             with lock:
                 if state[0] == "pending":  # never started (refused, or cancelled while waiting)

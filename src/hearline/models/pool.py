@@ -33,7 +33,7 @@ from hearline.models.download import (
     is_offline,
 )
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
-from hearline.models.scheduling import Lane, PriorityGate, lane_capacity
+from hearline.models.scheduler import RULES, Lane, PriorityGate, StreamSlots, Work, refuses
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class ModelPool:
         self._loading = 0
         self._guard = threading.Lock()
         self.downloads = DownloadManager(settings)
+        self.stream_slots = StreamSlots()  # open live utterances per engine that declares a limit
         self._reaper: asyncio.Task[None] | None = None
 
     # -- resolution and loading ---------------------------------------------------------------
@@ -128,7 +129,7 @@ class ModelPool:
                     self._loading -= 1
                 slot.engine = engine
                 slot.last_used = time.monotonic()
-                capacity = lane_capacity(self.settings)
+                capacity = self.settings.batch_capacity
                 slot.lanes = {True: PriorityGate(capacity), False: PriorityGate(capacity)}
                 self._evict_over_budget(keep=spec.name)
         return slot.engine
@@ -258,30 +259,23 @@ class ModelPool:
         engine: Engine,
         fn: Callable[..., T],
         *args: Any,
-        reject_when_full: bool = True,
-        lane: Lane = Lane.NORMAL,
+        work: Work = Work.REQUEST,
     ) -> T:
-        """Run ``fn(*args)`` in a worker thread, admitted through the engine's gate for ``lane``.
+        """Run ``fn(*args)`` in a worker thread, admitted as :mod:`hearline.models.scheduler` rules for ``work``.
 
-        With ``reject_when_full`` (REST requests, optional live work) a full wait queue raises
-        :class:`ServerBusy`; live sessions pass ``False`` for work that must never be dropped, such as
-        finals.  Refusable :attr:`Lane.BACKGROUND` work is refused unless the lane has spare capacity.
-        :attr:`Lane.LIVE` work runs beside batch work instead of behind it (see
-        :mod:`hearline.models.scheduling`).
+        Refusable work a busy model turns away raises :class:`ServerBusy`; finals and stream steps wait.
         """
         slot = self._slots.get(engine.name)
+        lane = RULES[work].lane
         live = lane is Lane.LIVE
         executor = self._live_executor if live else self._executor
         if slot is None or slot.lanes is None:
             # An engine built outside the pool (tests, benchmarks): run it directly.
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         gate = slot.lanes[live]
-        if reject_when_full and (
-            (gate.full and gate.waiting >= self.settings.max_queue_per_model)
-            or (lane is Lane.BACKGROUND and not gate.spare)
-        ):
+        if refuses(work, gate, self.settings.max_queue_per_model):
             if self.metrics is not None:
-                self.metrics.job_refused(engine.name, lane.name.lower())
+                self.metrics.job_refused(engine.name, work.value)
             raise ServerBusy(engine.name)
         await gate.acquire(int(lane))
         slot.last_used = time.monotonic()
@@ -291,7 +285,7 @@ class ModelPool:
         finally:
             gate.release()
             if self.metrics is not None:
-                self.metrics.inference(engine.name, lane.name.lower(), time.perf_counter() - started)
+                self.metrics.inference(engine.name, work.value, time.perf_counter() - started)
 
     async def close(self) -> None:
         if self._reaper is not None:

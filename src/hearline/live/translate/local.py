@@ -10,6 +10,7 @@ from typing import Any
 from hearline.engines.base import TranscribeOptions
 from hearline.live.translate.base import TranslationFailed, TranslationRequest, Translator, TranslatorUnavailable, iso
 from hearline.models.pool import ModelPool
+from hearline.models.scheduler import Work
 
 
 # -- Whisper's own translate task -------------------------------------------------------------
@@ -27,7 +28,7 @@ class WhisperTranslator(Translator):
             raise TranslationFailed("no audio kept for this caption")
         engine = await self.pool.get(self.model)
         options = TranscribeOptions(language=iso(request.source), task="translate")
-        transcript = await self.pool.run(engine, engine.transcribe, request.audio, options, reject_when_full=False)
+        transcript = await self.pool.run(engine, engine.transcribe, request.audio, options, work=Work.TRANSLATION)
         return transcript.text.strip()
 
 

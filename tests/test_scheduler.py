@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hearline.models.pool import ModelPool, ServerBusy
-from hearline.models.scheduling import Lane, PriorityGate
+from hearline.models.scheduler import RULES, Lane, PriorityGate, Work
 from tests.test_pool import _fake_engine, _settings  # noqa: F401  (autouse fixture registers the fake engine)
 
 
@@ -108,13 +108,13 @@ async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) 
     engine = await pool.get("a")
     batch_job, started, unblock = _blocking("batch")
     try:
-        batch = [asyncio.create_task(pool.run(engine, batch_job, reject_when_full=False)) for _ in range(3)]
+        batch = [asyncio.create_task(pool.run(engine, batch_job, work=Work.FINAL)) for _ in range(3)]
         for _ in range(2):  # both batch threads are now busy, the third job waits in the gate
             await asyncio.to_thread(started.acquire, True, 5)
         await asyncio.sleep(0.05)
         with pytest.raises(ServerBusy):
             await pool.run(engine, batch_job)  # REST work is turned away, not queued without bound
-        live = await asyncio.wait_for(pool.run(engine, lambda: "live", lane=Lane.LIVE), 5)
+        live = await asyncio.wait_for(pool.run(engine, lambda: "live", work=Work.PARTIAL), 5)
         assert live == "live"
         assert all(not task.done() for task in batch)  # the live step really overtook them
         unblock.set()
@@ -126,20 +126,19 @@ async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) 
 
 async def test_speculative_work_runs_only_on_spare_capacity(tmp_path: Path) -> None:
     """A refusable BACKGROUND job (a final guessed in a pause) runs on an idle lane and is refused as soon
-    as work someone waits for holds the lane's last spare slot; the same job may still queue when told to."""
+    as work someone waits for holds the lane's last spare slot."""
     pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=8))
     engine = await pool.get("a")
     final_pass, started, unblock = _blocking("final")
     try:
-        assert await pool.run(engine, lambda: "guess", lane=Lane.BACKGROUND) == "guess"  # idle lane
-        final = asyncio.create_task(pool.run(engine, final_pass, reject_when_full=False))
+        assert await pool.run(engine, lambda: "guess", work=Work.SPECULATIVE_FINAL) == "guess"  # idle lane
+        final = asyncio.create_task(pool.run(engine, final_pass, work=Work.FINAL))
         await asyncio.to_thread(started.acquire, True, 5)
         with pytest.raises(ServerBusy):
-            await pool.run(engine, lambda: "guess", lane=Lane.BACKGROUND)  # would take the last slot
+            await pool.run(engine, lambda: "guess", work=Work.SPECULATIVE_FINAL)  # would take the last slot
         assert await pool.run(engine, lambda: "rest") == "rest"  # a request still gets that slot
-        queued = asyncio.create_task(pool.run(engine, lambda: "kept", reject_when_full=False, lane=Lane.BACKGROUND))
         unblock.set()
-        assert await asyncio.gather(final, queued) == ["final", "kept"]
+        assert await final == "final"
     finally:
         unblock.set()
         await pool.close()
@@ -156,3 +155,10 @@ def test_spare_leaves_one_slot_for_waited_for_work() -> None:
     assert single.spare  # one slot: speculation may use it while it is idle
     single.active = 1
     assert not single.spare
+
+
+def test_every_kind_of_work_has_a_rule_and_only_optional_work_is_refusable() -> None:
+    assert set(RULES) == set(Work)
+    never_refused = {Work.STREAM_STEP, Work.FINAL, Work.TRANSLATION}
+    assert {work for work, rule in RULES.items() if not rule.refusable} == never_refused
+    assert RULES[Work.PARTIAL].lane is Lane.LIVE and RULES[Work.SPECULATIVE_FINAL].lane is Lane.BACKGROUND

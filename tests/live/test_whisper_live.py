@@ -3,7 +3,7 @@
 Real clients (``websockets``, the ``openai`` SDK's Realtime client), real speech from ../shared/audio, streamed as
 fast as the server takes it (timestamps follow the audio clock).  Streaming WER is compared with the offline
 transcription of the same clips by the same model; bounds measured with
-``python -m pytest tests/test_whisper_live.py`` (numbers next to each assertion).
+``python -m pytest tests/live/test_whisper_live.py`` (numbers next to each assertion).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
+from tests.audio.test_stream_decode import browser_chunks, browser_webm
 from tests.helpers import ServerThread, clip, english_dictionary, normalize, wer
-from tests.test_asr_ws import concatenated_wav, final_text, updates_of
-from tests.test_stream_decode import browser_chunks, browser_webm
+from tests.server.test_asr_ws import concatenated_wav, final_text, updates_of
 
 TWO_CLIPS = ("en_fw_jfk", "en_ljspeech_LJ001-0005")
 PROBES = ("silence", "hum", "noise", "music", "clicks")

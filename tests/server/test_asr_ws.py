@@ -31,8 +31,8 @@ from hearline.config import Settings
 from hearline.live.session import Error, Final, Lag, Partial, Silence, SpeechStarted
 from hearline.server import asr_ws
 from hearline.server.asr_ws import DiffEncoder, TranscriptState, apply_diff, format_time, parse_params
+from tests.audio.test_stream_decode import browser_chunks, browser_webm, safari_mp4
 from tests.helpers import ServerThread, clip, running_server, wer
-from tests.test_stream_decode import browser_chunks, browser_webm, safari_mp4
 
 # ---------------------------------------------------------------------------------------------------------
 # pure parts

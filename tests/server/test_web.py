@@ -41,9 +41,9 @@ from tests.helpers import ServerThread, clip, free_port, running_server, wer
 pytestmark = pytest.mark.browser
 
 CLIP = clip("en_ljspeech_LJ001-0001")
-# `python -m pytest tests/test_web.py -s` prints the live WERs: measured 0.04-0.11 over 6 runs (WebM and PCM)
+# `python -m pytest tests/server/test_web.py -s` prints the live WERs: measured 0.04-0.11 over 6 runs (WebM and PCM)
 LIVE_WER_BOUND = 0.3
-# REST on the same WAV: 0.07 (tests/test_web.py::test_upload)
+# REST on the same WAV: 0.07 (tests/server/test_web.py::test_upload)
 UPLOAD_WER_BOUND = 0.2
 NO_HSCROLL = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
 
@@ -348,7 +348,7 @@ def test_captions_overlay_from_microphone_and_demo_page(browser: Any, server: Se
 
     # examples/websocket-demo.html from another loopback web server, pointed at this server's /asr
     demo_app = FastAPI()
-    demo_file = Path(__file__).resolve().parents[1] / "examples" / "websocket-demo.html"
+    demo_file = Path(__file__).resolve().parents[2] / "examples" / "websocket-demo.html"
     demo_app.add_api_route("/demo.html", lambda: FileResponse(demo_file, media_type="text/html"))
     demo_server = ServerThread(demo_app).start()
     try:

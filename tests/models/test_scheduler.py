@@ -16,7 +16,7 @@ import pytest
 
 from hearline.models.pool import ModelPool, ServerBusy
 from hearline.models.scheduler import RULES, Lane, PriorityGate, Work
-from tests.test_pool import _fake_engine, _settings  # noqa: F401  (autouse fixture registers the fake engine)
+from tests.models.test_pool import _fake_engine, _settings  # noqa: F401  (autouse fixture registers the fake engine)
 
 
 async def _hold(gate: PriorityGate, priority: int, log: list[str], name: str, release: asyncio.Event) -> None:

@@ -3,7 +3,7 @@ random-weight model in CTranslate2's real format (tests/tiny_whisper.py) for wha
 making can show: local-path resolution, ``hearline.json`` defaults, incomplete directories, downloads.
 
 Word-level bounds: WER of JFK's sentence, measured 0.0 (base and tiny.en) with
-``python -m pytest tests/test_faster_whisper.py``.
+``python -m pytest tests/engines/test_faster_whisper.py``.
 """
 
 from __future__ import annotations

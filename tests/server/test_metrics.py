@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hearline.config import Settings
 from hearline.server.app import create_app
 from tests.helpers import ServerThread, clip, running_server
-from tests.test_stt_ws import pcm_of, recv_json, send_audio
+from tests.server.test_stt_ws import pcm_of, recv_json, send_audio
 
 CLIP = "en_pocketsphinx_goforward"
 KEY = "metrics-secret"

@@ -1,6 +1,6 @@
 """Seed 000's captions server end to end: a private PulseAudio, real speech played into it, real SSE clients.
 
-WER bounds were measured with ``python -m pytest tests/test_captions.py -q -s`` (the tests print them):
+WER bounds were measured with ``python -m pytest tests/live/test_captions.py -q -s`` (the tests print them):
 system audio 0.111 on en_ljspeech_LJ001-0001 and virtual microphone 0.071 on en_ljspeech_LJ001-0004 (repeated
 runs gave the same figures).  Feeding the same files straight into a LiveSession gives 0.037 and 0.071: the
 difference is PocketSphinx's sensitivity to the first word's onset, not lost audio (a captured recording

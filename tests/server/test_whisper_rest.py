@@ -1,7 +1,7 @@
 """OpenAI REST on the real Whisper default (base, from the ``whisper`` extra), with the ``openai`` SDK and httpx.
 
 Real speech from ../shared/audio in five languages with ``language`` left to detection; the bounds were measured
-with ``python -m pytest tests/test_whisper_rest.py`` (numbers next to each assertion).
+with ``python -m pytest tests/server/test_whisper_rest.py`` (numbers next to each assertion).
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = subparsers.add_parser("serve", help="run the HTTP/WebSocket server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--drain-timeout", dest="drain_timeout", type=float, help="seconds SIGTERM waits for live finals (30)"
+    )
     _model_flags(serve)
     serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest accepted upload")
     serve.add_argument("--api-key", dest="api_key", help="require this key (Bearer, X-API-Key or ?token=)")
@@ -105,7 +108,7 @@ _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "api_key", "cors_origins", "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
-    "allow_model_paths", "allow_remote_models",
+    "allow_model_paths", "allow_remote_models", "drain_timeout",
 )  # fmt: skip
 
 

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_concurrency_per_model: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_queue_per_model: int = 16
+    drain_timeout: float = 30.0  # seconds a SIGTERM waits for live sessions' finals before stopping
 
     # -- REST --
     max_upload_mb: float = 200.0

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,10 +44,17 @@ T = TypeVar("T")
 class ServerBusy(RuntimeError):
     """Too many requests are already running or waiting for this model."""
 
-    def __init__(self, model: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"model {model!r} is busy; retry later")
+    def __init__(self, model: str, retry_after: float = 1.0, message: str | None = None) -> None:
+        super().__init__(message or f"model {model!r} is busy; retry later")
         self.model = model
         self.retry_after = retry_after
+
+
+class ServerDraining(ServerBusy):
+    """The server is shutting down: new sessions go to another replica."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, retry_after=5.0, message="the server is shutting down; retry on another replica")
 
 
 @dataclass
@@ -83,6 +91,8 @@ class ModelPool:
         self._guard = threading.Lock()
         self.downloads = DownloadManager(settings)
         self.stream_slots = StreamSlots()  # open live utterances per engine that declares a limit
+        self.live_sessions: weakref.WeakSet[Any] = weakref.WeakSet()  # open sessions of the doors (drain)
+        self.draining = False  # True: new live sessions are refused (graceful drain)
         self._reaper: asyncio.Task[None] | None = None
 
     # -- resolution and loading ---------------------------------------------------------------

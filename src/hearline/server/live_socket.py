@@ -13,7 +13,7 @@ from __future__ import annotations
 from hearline.config import Settings
 from hearline.engines.base import EngineError
 from hearline.live.session import LiveOptions, LiveSession
-from hearline.models.pool import ModelPool, ServerBusy
+from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
 
 #: start failures a door reports to its client (unknown model, unsupported option, load failure, busy)
@@ -31,6 +31,8 @@ class CountedSession(LiveSession):
         self._counted = False
 
     async def start(self) -> None:
+        if self.pool.draining:
+            raise ServerDraining(self.model or "default")
         try:
             await super().start()
         except ServerBusy:
@@ -40,8 +42,10 @@ class CountedSession(LiveSession):
         if self.pool.metrics is not None and self.engine is not None:
             self.pool.metrics.session_opened(self.door, self.engine.name, self)
             self._counted = True
+        self.pool.live_sessions.add(self)
 
     async def close(self) -> None:
+        self.pool.live_sessions.discard(self)
         try:
             await super().close()
         finally:

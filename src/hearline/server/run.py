@@ -19,6 +19,7 @@ import uvicorn
 
 from hearline.config import Settings
 from hearline.server.app import create_app
+from hearline.server.drain import DrainingServer
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ def build_servers(settings: Settings) -> list[uvicorn.Server]:
     extras = extra_apps(settings, main_app)
     options = uvicorn_options(settings)
     scheme = "https" if settings.ssl_certfile else "http"
-    servers = [uvicorn.Server(uvicorn.Config(main_app, port=settings.port, **options))]
+    servers: list[uvicorn.Server] = [
+        DrainingServer(uvicorn.Config(main_app, port=settings.port, **options), settings.drain_timeout)
+    ]
     logger.info("Hearline listening on %s://%s:%d", scheme, settings.host, settings.port)
     for port, module_name, app in extras:
         servers.append(_ExtraServer(uvicorn.Config(app, port=port, lifespan="auto", **options)))

@@ -1,0 +1,75 @@
+"""Graceful drain on SIGTERM: finish what clients already sent, then stop.
+
+A load balancer or Kubernetes stops a replica with SIGTERM.  Stopping at once would cut every live
+session before the final of its open utterance.  The first signal instead turns ``/ready`` to 503,
+refuses new live sessions, and flushes every open one (its utterance is closed as if the client had
+stopped, so each door sends the finals of all audio it received); then uvicorn's own shutdown lets
+REST requests in flight finish and closes the sockets.  ``--drain-timeout`` bounds it; a second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+logger = logging.getLogger(__name__)
+
+FORWARD_WAIT_S = 0.05  # how often the drain looks whether the doors have sent the flushed finals
+
+
+async def drain(app: Any, timeout: float) -> None:
+    """Refuse new sessions and flush the open ones, within ``timeout`` seconds."""
+    pool = app.state.pool
+    app.state.draining = True
+    pool.draining = True
+    sessions = list(pool.live_sessions)
+    logger.info("draining: %d live session(s) get the finals of what they sent", len(sessions))
+    deadline = time.monotonic() + timeout
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(session.flush() for session in sessions), return_exceptions=True)
+            # The doors' forwarders send the flushed finals; wait until each session's queue is read.
+            while any(s.events_waiting for s in sessions) and time.monotonic() < deadline:
+                await asyncio.sleep(FORWARD_WAIT_S)
+            await asyncio.sleep(FORWARD_WAIT_S)  # the last send leaves the socket
+    except TimeoutError:
+        logger.warning("drain: not every session finished within %.0f s", timeout)
+
+
+class DrainingServer(uvicorn.Server):
+    """The main uvicorn server: the first SIGTERM/SIGINT drains before shutting down, a second one exits."""
+
+    def __init__(self, config: uvicorn.Config, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.drain_timeout = drain_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._drain is not None or self.should_exit:
+            self.force_exit = True  # a second signal (or one before serving): no more waiting
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain = asyncio.create_task(self._drain_then_exit(), name="hearline-drain")
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await drain(self.config.app, self.drain_timeout)
+        except Exception:  # a failed drain must still let the server stop
+            logger.exception("drain failed; shutting down")
+        finally:
+            self.should_exit = True

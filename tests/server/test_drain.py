@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
@@ -39,6 +40,23 @@ def start_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.2)
     process.kill()
     raise AssertionError("server did not become ready")
+
+
+def wait_for_audio(port: int, seconds: dict[str, float]) -> None:
+    """Until /metrics counts at least ``seconds`` of audio received per door."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        got = {
+            sample.labels["door"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "hearline_audio_received_seconds_total"
+        }
+        if all(got.get(door, 0.0) >= need - 0.01 for door, need in seconds.items()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not receive the audio: {seconds}")
 
 
 async def _until(ws: websockets.ClientConnection, kind: str):  # type: ignore[no-untyped-def]
@@ -69,7 +87,8 @@ async def test_sigterm_sends_the_finals_of_what_was_sent_then_exits(tmp_path: Pa
             await stt.send(pcm[offset : offset + 6400])
             await deepgram.send(pcm[offset : offset + 6400])
             await asyncio.sleep(0.02)
-        await asyncio.sleep(1.0)  # the servers have the audio; the utterance is still open
+        # SIGTERM once both sessions hold all of it (the reference session's 6 s count under stt too)
+        await asyncio.to_thread(wait_for_audio, port, {"stt": 2 * SENT_S, "deepgram": SENT_S})
         process.send_signal(signal.SIGTERM)
 
         async def until_closed(ws: websockets.ClientConnection) -> list[dict]:  # type: ignore[type-arg]

@@ -96,8 +96,12 @@ async def test_describe_lists_the_model_with_languages(tmp_path: Path) -> None:
     assert len(info.asr) == 1
     program = info.asr[0]
     assert program.name == "hearline" and program.installed and program.supports_transcript_streaming
-    assert program.models[0].name == "pocketsphinx"
+    assert program.models[0].name == "pocketsphinx"  # the default first
     assert "en" in program.models[0].languages
+    others = {model.name: model.languages for model in program.models[1:]}
+    # the Whisper models shipped in hearline[whisper] count as installed: listed, multilingual base
+    assert "base" in others and {"de", "fr", "ja"} <= set(others["base"]), others
+    assert len(program.models) == len({model.name for model in program.models})
 
 
 async def test_stream_at_48k_stereo_is_transcribed(tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ async def list_models(request: Request, status: str | None = None, engine: str |
     """Every model the server knows: bundled, catalog, models.yaml, and any loaded path."""
     pool: ModelPool = request.app.state.pool
     settings: Settings = request.app.state.settings
-    data = await asyncio.to_thread(_list, pool, settings)
+    data = await asyncio.to_thread(model_listing, pool, settings)
     if status:
         data = [obj for obj in data if obj["status"] == status]
     if engine:
@@ -180,7 +180,7 @@ async def list_models(request: Request, status: str | None = None, engine: str |
     return JSONResponse({"object": "list", "data": data})
 
 
-def _list(pool: ModelPool, settings: Settings) -> list[dict[str, Any]]:
+def model_listing(pool: ModelPool, settings: Settings) -> list[dict[str, Any]]:
     """Filesystem checks for ~40 models: run off the event loop."""
     from hearline.models.resolve import spec_for_entry
 

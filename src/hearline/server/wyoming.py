@@ -37,6 +37,7 @@ from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.live_socket import START_ERRORS, open_live_session
+from hearline.server.models_api import model_listing
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +95,13 @@ async def model_languages(pool: Any, name: str | None) -> list[str]:
 
 
 async def describe(pool: Any) -> Info:
+    """The default model first (its languages from the loaded engine), then every other model usable
+    without a download (loaded or installed; languages from the catalog)."""
     name = pool.default_name
-    model = AsrModel(
-        name=name,
-        description=f"Hearline model {name}",
-        attribution=ATTRIBUTION,
-        installed=True,
-        languages=await model_languages(pool, None),
-        version=None,
-    )
+    models = [_asr_model(name, await model_languages(pool, None))]
+    for entry in await asyncio.to_thread(model_listing, pool, pool.settings):
+        if entry["id"] != name and entry["status"] in ("loaded", "installed"):
+            models.append(_asr_model(entry["id"], entry["languages"] or sorted(languages.whisper_names())))
     program = AsrProgram(
         name="hearline",
         description="Hearline offline speech-to-text",
@@ -110,9 +109,20 @@ async def describe(pool: Any) -> Info:
         installed=True,
         version=hearline.__version__,
         supports_transcript_streaming=True,
-        models=[model],
+        models=models,
     )
     return Info(asr=[program])
+
+
+def _asr_model(name: str, langs: list[str]) -> AsrModel:
+    return AsrModel(
+        name=name,
+        description=f"Hearline model {name}",
+        attribution=ATTRIBUTION,
+        installed=True,
+        languages=langs,
+        version=None,
+    )
 
 
 def _start_error_code(exc: BaseException) -> str:

@@ -38,6 +38,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from hearline.server import log_redaction  # small; keeps keys in ?token= out of uvicorn's lines
+
+    log_redaction.install()
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:

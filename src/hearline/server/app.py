@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            allow_credentials=True,
+            # "*" means any page may read responses: never with the user's credentials as well
+            allow_credentials="*" not in settings.cors_origins,
         )
     app.add_middleware(CollapseSlashesMiddleware)  # outermost; seed 004 clients open ws://host:7100//asr
     for module in PROTOCOL_ROUTERS:

@@ -130,10 +130,10 @@ def test_ready_follows_the_default_model_and_draining(tmp_path: Path) -> None:
         ready = httpx.get(server.url + "/ready", timeout=30)
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
 
-        app.state.draining = True
+        app.state.pool.draining = True
         ready = httpx.get(server.url + "/ready", timeout=30)
         assert (ready.status_code, ready.json()) == (503, {"status": "draining"})
-        app.state.draining = False
+        app.state.pool.draining = False
 
         deleted = httpx.delete(server.url + "/v1/models/pocketsphinx", timeout=60)
         assert deleted.status_code == 200 and deleted.json()["unloaded"] is True

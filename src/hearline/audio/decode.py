@@ -108,7 +108,7 @@ def to_mono_float(data: bytes, width: int, channels: int) -> np.ndarray:
         samples = (samples - 128.0) / 128.0
     else:
         samples /= float(2 ** (8 * width - 1))
-    return _downmix(samples, channels)
+    return downmix(samples, channels)
 
 
 def _ulaw_table() -> np.ndarray:
@@ -132,10 +132,11 @@ G711_TABLES = {"mulaw": _ulaw_table(), "alaw": _alaw_table()}
 
 def g711_to_float(data: bytes, law: str, channels: int = 1) -> np.ndarray:
     """G.711 bytes (``law`` is ``"mulaw"`` or ``"alaw"``, telephony's 8-bit codecs) -> mono float32."""
-    return _downmix(G711_TABLES[law][np.frombuffer(data, dtype=np.uint8)], channels)
+    return downmix(G711_TABLES[law][np.frombuffer(data, dtype=np.uint8)], channels)
 
 
-def _downmix(samples: np.ndarray, channels: int) -> np.ndarray:
+def downmix(samples: np.ndarray, channels: int) -> np.ndarray:
+    """Interleaved samples of ``channels`` channels -> their mean, as float32."""
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1)
     return samples.astype(np.float32, copy=False)

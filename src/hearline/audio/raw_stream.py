@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from hearline.audio.decode import AudioDecodeError, g711_to_float, to_mono_float
+from hearline.audio.decode import AudioDecodeError, downmix, g711_to_float, to_mono_float
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 MAX_WAV_HEADER = 64 * 1024  # metadata chunks before ``data`` beyond this: not a WAV stream we follow
@@ -41,8 +41,7 @@ class RawStream:
         if self.encoding in ("mulaw", "alaw"):
             return g711_to_float(data, self.encoding, self.channels)
         if self.encoding == "float":
-            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-            return samples.reshape(-1, self.channels).mean(axis=1) if self.channels > 1 else samples
+            return downmix(np.frombuffer(data, dtype="<f4").astype(np.float32), self.channels)
         return to_mono_float(data, self.width, self.channels)
 
     def finish(self) -> np.ndarray:

@@ -69,7 +69,6 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
     app.state.pool = pool
     app.state.shutdown_hooks = []
     app.state.metrics = metrics  # GET /metrics renders metrics.registry
-    app.state.draining = False  # True: /ready answers 503 "draining" (set by a graceful drain)
     install_error_handlers(app)  # also the HTTP API-key middleware; must stay inside CORS
     routes = [route for module in PROTOCOL_ROUTERS for route in module.router.routes]
     app.add_middleware(RestMetricsMiddleware, routes=routes)  # outside the key check: 401s are counted too

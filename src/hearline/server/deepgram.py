@@ -46,7 +46,7 @@ from hearline.server.deepgram_wire import (
     speech_started,
     utterance_end,
 )
-from hearline.server.errors import DOMAIN_ERRORS, to_api_error
+from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, to_api_error
 from hearline.server.live_socket import START_ERRORS, open_live_session
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,15 @@ def _params(conn: Request | WebSocket) -> ListenParams:
     return parse_params(conn.query_params, multi, known)
 
 
+def _raw_stream(params: ListenParams) -> RawStream | None:
+    """The raw-audio decoder ``encoding`` and ``sample_rate`` describe; None for containers."""
+    if params.encoding not in RAW_ENCODINGS:
+        return None
+    kind = params.encoding if params.encoding in ("mulaw", "alaw") else "pcm"
+    assert params.sample_rate is not None  # parse_params requires it for raw encodings
+    return RawStream(kind, RAW_ENCODINGS[params.encoding], params.channels, params.sample_rate)
+
+
 class _Input:
     """The connection's audio decoder, chosen by ``encoding`` (or by the first bytes of a container)."""
 
@@ -77,12 +86,8 @@ class _Input:
         self.raw: RawStream | None = None
         self.container: StreamDecoder | None = None
         self._head = b""
-        if params.encoding in RAW_ENCODINGS:
-            width = RAW_ENCODINGS[params.encoding]
-            kind = params.encoding if params.encoding in ("mulaw", "alaw") else "pcm"
-            assert params.sample_rate is not None  # parse_params requires it for raw encodings
-            self.raw = RawStream(kind, width, params.channels, params.sample_rate)
-        elif params.encoding is not None:
+        self.raw = _raw_stream(params)
+        if self.raw is None and params.encoding is not None:
             self.container = StreamDecoder()
 
     def push(self, data: bytes) -> tuple[np.ndarray, int]:
@@ -301,7 +306,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise BadParams(f"the request body exceeds the upload limit of {limit} bytes")
+            raise UploadTooLarge(limit)
     return bytes(body)
 
 
@@ -313,7 +318,9 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
         params = _params(request)
         body = await _read_body(request, settings.max_upload_bytes)
     except BadParams as exc:
-        return _error(413 if "upload limit" in str(exc) else 400, str(exc))
+        return _error(400, str(exc))
+    except UploadTooLarge as exc:
+        return _error(exc.status, exc.message)
     if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
         return _error(400, "this server works offline and does not fetch audio from a URL; send the audio as the body")
     if not body:
@@ -346,8 +353,7 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
 
 
 def _decode(body: bytes, params: ListenParams) -> np.ndarray:
-    if params.encoding in RAW_ENCODINGS:
-        raw = _Input(params).raw
-        assert raw is not None
+    raw = _raw_stream(params)
+    if raw is not None:
         return resample(raw.push(body), raw.sample_rate)
     return decode_audio(body)

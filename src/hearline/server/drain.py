@@ -26,7 +26,6 @@ FORWARD_WAIT_S = 0.05  # how often the drain looks whether the doors have sent t
 async def drain(app: Any, timeout: float) -> None:
     """Refuse new sessions and flush the open ones, within ``timeout`` seconds."""
     pool = app.state.pool
-    app.state.draining = True
     pool.draining = True
     sessions = list(pool.live_sessions)
     logger.info("draining: %d live session(s) get the finals of what they sent", len(sessions))

@@ -1,7 +1,7 @@
 """Monitoring endpoints: ``GET /metrics`` (Prometheus text format) and ``GET /ready`` (readiness).
 
 ``/health`` (in :mod:`hearline.server.openai_rest`) is liveness; ``/ready`` answers 200 only when the
-default model is loaded and the server is not draining (``app.state.draining``), so a load balancer
+default model is loaded and the server is not draining (``pool.draining``), so a load balancer
 sends traffic elsewhere meanwhile.  ``/ready`` is public like ``/health``; ``/metrics`` needs the API
 key when one is set (Prometheus sends it with ``authorization: {credentials: KEY}``).
 
@@ -49,7 +49,7 @@ async def metrics(request: Request) -> Response:
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """200 ``ready`` when the default model is loaded and the server is not draining, else 503."""
-    if getattr(request.app.state, "draining", False):
+    if request.app.state.pool.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     pool: ModelPool = request.app.state.pool
     try:

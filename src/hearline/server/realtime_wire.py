@@ -17,6 +17,7 @@ import numpy as np
 
 from hearline import formats
 from hearline.audio.decode import g711_to_float
+from hearline.audio.raw_stream import RawStream
 from hearline.engines.base import Word
 from hearline.live.session import LiveOptions
 
@@ -273,18 +274,15 @@ class AudioInput:
     """Client audio bytes -> float32 samples; keeps an odd trailing PCM byte for the next append."""
 
     def __init__(self) -> None:
-        self._carry = b""
+        self._pcm = RawStream("pcm", 2, 1, PCM_RATE)
 
     def reset(self) -> None:
-        self._carry = b""
+        self._pcm.finish()
 
     def decode(self, data: bytes, audio_format: str) -> np.ndarray:
         if audio_format in G711_FORMATS:
             return g711_to_float(data, G711_FORMATS[audio_format])
-        data = self._carry + data
-        usable = len(data) - len(data) % 2
-        self._carry = data[usable:]
-        return np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        return self._pcm.push(data)
 
 
 # -- server event payloads -------------------------------------------------------------------------

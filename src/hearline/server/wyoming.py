@@ -31,7 +31,8 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 
 import hearline
 from hearline import languages
-from hearline.audio.decode import PCM_WIDTH_DTYPES, to_mono_float
+from hearline.audio.decode import PCM_WIDTH_DTYPES
+from hearline.audio.raw_stream import RawStream
 from hearline.engines.base import EngineError, TranscribeOptions, UnsupportedOption
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
@@ -150,7 +151,7 @@ class _Connection:
         self.session: LiveSession | None = None
         self.forwarder: asyncio.Task[None] | None = None
         self.format = (16000, 2, 1)  # rate, width, channels from audio-start
-        self._carry = b""
+        self.pcm = RawStream("pcm", 2, 1, 16000)  # frames split across chunks are carried
         self._finals: list[str] = []
         self._final_language: str | None = None
         self._streamed = ""  # text already sent as chunks for the open utterance
@@ -231,6 +232,7 @@ class _Connection:
             await self.error(f"unsupported audio format rate={rate} width={width} channels={channels}")
             return False
         self.format = fmt
+        self.pcm.sample_rate, self.pcm.width, self.pcm.channels = fmt
         return True
 
     async def start(self) -> bool:
@@ -240,7 +242,8 @@ class _Connection:
             await self.error(str(exc), _start_error_code(exc))
             return False
         self.session = session
-        self._finals, self._final_language, self._streamed, self._carry = [], None, "", b""
+        self._finals, self._final_language, self._streamed = [], None, ""
+        self.pcm.finish()
         self.forwarder = asyncio.create_task(self._forward(session), name="wyoming-forward")
         await self.send(TranscriptStart(language=self.language).event())
         return True
@@ -253,21 +256,17 @@ class _Connection:
             return
         if self.session is None and not await self.start():
             return
-        rate, width, channels = self.format
-        frame = width * channels
-        payload = self._carry + (event.payload or b"")
-        whole = len(payload) - len(payload) % frame
-        payload, self._carry = payload[:whole], payload[whole:]
-        if payload:
+        audio = self.pcm.push(event.payload or b"")
+        if audio.size:
             assert self.session is not None
-            await self.session.push(to_mono_float(payload, width, channels), rate)
+            await self.session.push(audio, self.pcm.sample_rate)
 
     async def stop(self) -> None:
         session, forwarder = self.session, self.forwarder
         if session is None:
             await self.error("audio-stop without audio", "no_audio")
             return
-        self._carry = b""  # an incomplete frame cannot be decoded
+        self.pcm.finish()  # an incomplete frame cannot be decoded
         await session.flush()
         if forwarder is not None:
             await forwarder  # every final is in before the transcript

@@ -245,3 +245,14 @@ def english_dictionary() -> set[str]:
 
     path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
     return {line.split(" ", 1)[0].split("(", 1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line}
+
+
+def header_only(mp3: bytes) -> bytes:
+    """The ID3 tag and the Xing/Info frame of an MP3: headers, no audio frames."""
+    marker = max(mp3.find(b"Info"), mp3.find(b"Xing"))
+    assert marker > 0
+    start = mp3.rfind(b"\xff", 0, marker)  # sync of the Info frame
+    for i in range(marker, len(mp3) - 1):
+        if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
+            return mp3[:i]
+    raise AssertionError("no audio frame after the Info frame")

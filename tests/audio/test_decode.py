@@ -20,7 +20,7 @@ from hearline.audio.decode import (
     resample,
     to_mono_float,
 )
-from tests.helpers import clip
+from tests.helpers import clip, header_only
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 
@@ -60,17 +60,6 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "[0:a][1:a]amerge=inputs=2[a]", "-map", "[a]", "-t", "2.786", "-c:a", "pcm_s16le",
             str(out / "split.wav"))  # fmt: skip
     return out
-
-
-def header_only(mp3: bytes) -> bytes:
-    """The ID3 tag and the Xing/Info frame of an MP3: headers, no audio frames."""
-    marker = max(mp3.find(b"Info"), mp3.find(b"Xing"))
-    assert marker > 0
-    start = mp3.rfind(b"\xff", 0, marker)  # sync of the Info frame
-    for i in range(marker, len(mp3) - 1):
-        if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
-            return mp3[:i]
-    raise AssertionError("no audio frame after the Info frame")
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -26,7 +26,7 @@ from openai import OpenAI
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.errors import is_public
-from tests.helpers import ServerThread, clip, running_server
+from tests.helpers import ServerThread, clip, header_only, running_server
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 EXPECTED = "go forward ten meters"
@@ -50,17 +50,6 @@ def _envelope(error: openai.APIStatusError) -> dict[str, object]:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     return body["error"]
-
-
-def header_only(mp3: bytes) -> bytes:
-    """The ID3 tag and the Xing/Info frame of an MP3: headers, no audio frames."""
-    marker = max(mp3.find(b"Info"), mp3.find(b"Xing"))
-    assert marker > 0
-    start = mp3.rfind(b"\xff", 0, marker)  # sync of the Info frame
-    for i in range(marker, len(mp3) - 1):
-        if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
-            return mp3[:i]
-    raise AssertionError("no audio frame after the Info frame")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from hearline.audio.decode import AudioDecodeError, pcm16_to_float
+from hearline.audio.decode import AudioDecodeError
+from hearline.audio.raw_stream import RawStream
 from hearline.audio.stream import StreamDecoder
 from hearline.config import Settings
 from hearline.engines.base import SAMPLE_RATE, UnsupportedOption
@@ -142,7 +143,7 @@ class _Connection:
         self.state = TranscriptState(report_language=params.language is None, max_lines=settings.asr_max_lines)
         self.diff = DiffEncoder() if params.mode == "diff" else None
         self.decoder = StreamDecoder()
-        self._odd_byte = b""
+        self._pcm16 = RawStream("pcm", 2, 1, 16000)  # a sample split across frames is carried
         self._send_lock = asyncio.Lock()
         self._last_update: dict[str, Any] | None = None
         self.session: LiveSession | None = None
@@ -241,10 +242,7 @@ class _Connection:
     def _decode(self, data: bytes) -> np.ndarray:
         if not self.pcm:
             return self.decoder.push(data)
-        data = self._odd_byte + data
-        cut = len(data) - len(data) % 2
-        self._odd_byte = data[cut:]
-        return pcm16_to_float(data[:cut])
+        return self._pcm16.push(data)
 
     async def _receive(self) -> bytes | None:
         """Next binary frame (b"" = end of audio); None for a text frame, which is answered here."""

@@ -38,7 +38,6 @@ class BadParams(ValueError):
 @dataclass(frozen=True)
 class ListenParams:
     model: str | None = None  # None: the server's default model
-    model_requested: str | None = None
     language: str | None = None  # engine code; None: detect
     encoding: str | None = None  # None: a container (WebM, Ogg, MP4, WAV) recognised from its bytes
     sample_rate: int | None = None
@@ -115,7 +114,6 @@ def parse_params(query: Mapping[str, str], multi: Mapping[str, list[str]], known
     keywords = [k.rsplit(":", 1)[0] for k in multi.get("keywords", []) + multi.get("keyterm", []) if k.strip()]
     return ListenParams(
         model=model,
-        model_requested=requested,
         language=language,
         encoding=encoding,
         sample_rate=sample_rate,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from types import FrameType
 from typing import Any
 
@@ -29,12 +28,11 @@ async def drain(app: Any, timeout: float) -> None:
     pool.draining = True
     sessions = list(pool.live_sessions)
     logger.info("draining: %d live session(s) get the finals of what they sent", len(sessions))
-    deadline = time.monotonic() + timeout
     try:
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(session.flush() for session in sessions), return_exceptions=True)
             # The doors' forwarders send the flushed finals; wait until each session's queue is read.
-            while any(s.events_waiting for s in sessions) and time.monotonic() < deadline:
+            while any(s.events_waiting for s in sessions):
                 await asyncio.sleep(FORWARD_WAIT_S)
             await asyncio.sleep(FORWARD_WAIT_S)  # the last send leaves the socket
     except TimeoutError:

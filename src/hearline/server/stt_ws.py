@@ -34,7 +34,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 from hearline import languages
-from hearline.audio.decode import pcm16_to_float
+from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
 from hearline.server.live_socket import START_ERRORS, open_live_session
@@ -60,7 +60,7 @@ class _Connection:
         self.session: LiveSession | None = None
         self.forwarder: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
-        self._carry = b""  # odd trailing byte of a binary frame (a sample split across frames)
+        self.pcm = RawStream("pcm", 2, 1, 16000)  # a sample split across frames is carried
         self._refused = False  # an implicit start failed: ignore audio until an explicit start
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -86,8 +86,7 @@ class _Connection:
         session, forwarder = self.session, self.forwarder
         if session is None:
             return
-        if self._carry:
-            self._carry = b""  # half a sample cannot be decoded; drop it
+        self.pcm.finish()  # half a sample cannot be decoded; drop it
         await session.flush()
         if forwarder is not None:
             await forwarder  # every final is sent before session_ended
@@ -143,14 +142,10 @@ class _Connection:
             if not await self.start():
                 self._refused = True
                 return
-        data = self._carry + data
-        if len(data) % 2:
-            data, self._carry = data[:-1], data[-1:]
-        else:
-            self._carry = b""
-        if data:
+        audio = self.pcm.push(data)
+        if audio.size:
             assert self.session is not None
-            await self.session.push(pcm16_to_float(data), 16000)
+            await self.session.push(audio, 16000)
 
     async def on_text(self, text: str) -> None:
         try:

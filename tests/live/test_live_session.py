@@ -500,7 +500,8 @@ def test_local_agreement_commits_trims_and_finalises() -> None:
     assert len(committed[-1].split()) > 60  # it commits as it goes
     assert max(engine.windows) <= 15.0  # the re-decoded window is trimmed at committed words
     assert any(p and "w3" in p for p in engine.prompts)  # trimmed committed text becomes the prompt
-    final = policy.final(audio[audio.size - step :])
+    policy.hold(audio[audio.size - step :])
+    final = policy.final_job(audio, 0)()  # a fresh pass over the whole utterance, not the trimmed window
     expected = [w for w, _, _ in engine.script]
     assert final.text.split() == expected
     assert [w.word for w in final.words] == expected

@@ -7,8 +7,8 @@
 * :class:`LocalAgreementPolicy` - engines that re-decode (Whisper): LocalAgreement-2.  The open
   utterance is re-transcribed every ``partial_interval_s`` of audio; the longest prefix on which the
   last two hypotheses agree is committed; the decoded window is trimmed at committed word boundaries
-  (committed text then becomes the prompt) so it never grows past ~15 s; the final is a fresh pass over
-  the whole utterance (or, after trimming, over the remaining window), so it is as good as offline.
+  (committed text then becomes the prompt) so it never grows past ~15 s; the final is a fresh
+  full-quality pass over the whole utterance (:meth:`Policy.final_job`), so it is the offline text.
 
 Both are pure, blocking computations on one utterance; the session runs them in the model pool's
 worker threads, one job at a time per session, and owns all scheduling.  A final (or a final prepared
@@ -88,6 +88,19 @@ class Policy:
         """End the utterance with ``guess`` (speech did not resume after it; later audio is silence)."""
         raise NotImplementedError
 
+    def final_job(self, audio: np.ndarray, start_sample: int, sound_end: int | None = None) -> FinalJob | None:
+        """A final computed from the utterance's audio alone (all of it, from ``start_sample``), or None.
+
+        For a policy whose final is a fresh pass over the utterance (Whisper), the session starts it
+        the moment a pause is heard, without waiting for a partial step in flight, and the policy's
+        own :meth:`final` / :meth:`guess_final` are not used.  None: the final needs the policy's state.
+        """
+        return None
+
+    def hold(self, audio: np.ndarray) -> None:
+        """Take ``audio`` without decoding it (the final is being prepared in a pause)."""
+        raise NotImplementedError
+
     def discard(self) -> None:
         """Abandon the open utterance, releasing whatever it holds."""
 
@@ -97,9 +110,8 @@ class Policy:
     #: samples to gather before a partial job is worth a trip to a worker thread
     batch_samples: int = SAMPLE_RATE // 4
 
-    #: whether ``final``/``guess_final`` run the whole second pass themselves (True) or are quick steps
-    #: that hand it back as a :data:`FinalJob`; the session schedules them in the batch lane then
-    inline_final_pass: bool = False
+    #: whether finals come from :meth:`final_job` (the utterance's audio alone) rather than the policy's state
+    finals_from_audio: bool = False
 
     @property
     def needs_lease(self) -> bool:
@@ -218,9 +230,9 @@ def _norm(word: str) -> str:
 
 
 class LocalAgreementPolicy(Policy):
-    """LocalAgreement-2 over a trimmed window of the open utterance."""
+    """LocalAgreement-2 over a trimmed window of the open utterance; finals from :meth:`final_job`."""
 
-    inline_final_pass = True
+    finals_from_audio = True
 
     def __init__(
         self,
@@ -266,27 +278,22 @@ class LocalAgreementPolicy(Policy):
         text = " ".join(p.strip() for p in parts if p and p.strip())
         return text[-PROMPT_CHARS:] or None
 
-    def _decode(self, language: str | None, final: bool = False) -> tuple[list[Word], str | None]:
-        """One pass over the window.  Partials are cheap (greedy, one temperature): they are redone every step and
-        only their agreed prefix counts; the final is full quality (the session's beam, temperature fallback)."""
+    def _decode(self, language: str | None) -> tuple[list[Word], str | None]:
+        """One partial pass over the window: cheap (greedy, one temperature, no VAD: the session's segmenter
+        already cut the utterance), since it is redone every step and only its agreed prefix counts."""
         options = TranscribeOptions(
             language=language,
             task=self._options.task,
             prompt=self._prompt(),
             temperature=self._options.temperature,
-            beam_size=self._options.beam_size if final else 1,
-            fallback=final,
+            beam_size=1,
+            fallback=False,
             word_timestamps=True,
+            vad_filter=False,
             hotwords=self._options.hotwords,
         )
         transcript = self._engine.transcribe(self._audio(), options)
-        words = transcript.words
-        if not words and transcript.text.strip():
-            # An engine without word times: spread the words evenly over the window.
-            tokens = transcript.text.split()
-            span = max(transcript.duration, 1e-3) / len(tokens)
-            words = [Word(t, i * span, (i + 1) * span) for i, t in enumerate(tokens)]
-        return _shift(words, self._window_start / SAMPLE_RATE), transcript.language
+        return _shift(_words_of(transcript), self._window_start / SAMPLE_RATE), transcript.language
 
     def _committed_text(self) -> str:
         return " ".join(w.word.strip() for w in self._committed).strip()
@@ -338,21 +345,38 @@ class LocalAgreementPolicy(Policy):
         self._trimmed_words = self._trimmed_words + self._committed
         self._committed = []
 
-    def final(self, audio: np.ndarray, sound_end: int | None = None) -> Result:
-        return self.final_from_guess(self._final_pass(audio))
+    def hold(self, audio: np.ndarray) -> None:
+        self._append(audio)  # kept for the partials that follow if speech resumes
 
-    def guess_final(self, audio: np.ndarray, sound_end: int | None = None) -> Result | None:
-        return self._final_pass(audio)
+    def final_job(self, audio: np.ndarray, start_sample: int, sound_end: int | None = None) -> FinalJob:
+        """A fresh full-quality pass over the whole utterance (the client's beam, temperature fallback, word
+        times, the engine's no-speech guards), so the final is the offline text of that utterance.
 
-    def _final_pass(self, audio: np.ndarray) -> Result:
-        """A fresh pass over the whole (remaining) window: the final, as good as offline."""
-        self._append(audio)
-        trimmed = self._trimmed_text
-        language = self._options.language if not trimmed else self._language
-        words, detected = self._decode(language, final=True)
-        kept = list(self._trimmed_words)
-        text = " ".join(p for p in (trimmed, " ".join(w.word.strip() for w in words)) if p).strip()
-        return Result(text=text, words=kept + words, language=detected or language)
+        It decodes up to ``FINAL_TAIL_S`` after the last sound: a final prepared in a pause and one computed
+        at the endpoint see the same audio and give the same text.  It needs nothing of the policy.
+        """
+        if sound_end is not None:
+            audio = audio[: max(0, sound_end + int(FINAL_TAIL_S * SAMPLE_RATE) - start_sample)]
+        engine, offset = self._engine, start_sample / SAMPLE_RATE
+        options = TranscribeOptions(
+            language=self._options.language,
+            task=self._options.task,
+            prompt=self._options.prompt,
+            temperature=self._options.temperature,
+            beam_size=self._options.beam_size,
+            fallback=self._options.fallback,
+            word_timestamps=True,
+            vad_filter=self._options.vad_filter,
+            hotwords=self._options.hotwords,
+        )
+
+        def run() -> Result:
+            transcript = engine.transcribe(audio, options)
+            return Result(
+                text=transcript.text.strip(), words=_shift(_words_of(transcript), offset), language=transcript.language
+            )
+
+        return run
 
     def final_from_guess(self, guess: Result) -> Result:
         self._reset(self._window_start + self._window_samples)
@@ -360,6 +384,15 @@ class LocalAgreementPolicy(Policy):
 
     def discard(self) -> None:
         self._reset(self._window_start + self._window_samples)
+
+
+def _words_of(transcript: Transcript) -> list[Word]:
+    """The transcript's words; for an engine without word times, its words spread evenly over the audio."""
+    if transcript.words or not transcript.text.strip():
+        return list(transcript.words)
+    tokens = transcript.text.split()
+    span = max(transcript.duration, 1e-3) / len(tokens)
+    return [Word(t, i * span, (i + 1) * span) for i, t in enumerate(tokens)]
 
 
 def choose_policy(

@@ -232,6 +232,9 @@ class LiveSession(SessionInput, SessionDecoder):
     def _partial_covers(self, target: int) -> bool:
         if self._policy is None or not self._utts:
             return True
+        head = self._utts[-1]
+        if head.paused and head.guess is not None and not head.guess.done():
+            return False  # the pause's partial is the final being prepared (shown when it is done)
         return self._processed_position() + self._policy.batch_samples > target
 
     @property

@@ -71,6 +71,15 @@ class SessionDecoder(SessionState):
             return True
         if utt.paused and not utt.guess_tried:
             return await self._guess(policy, utt)
+        if utt.paused and utt.guess is not None and policy.finals_from_audio:
+            # The final is being prepared from the utterance's audio: decoding the pause's silence
+            # would only take CPU from it.
+            if utt.pending:
+                audio = utt.take()
+                policy.hold(audio)
+                utt.fed += int(audio.size)
+                self._room.set()
+            return False
         if utt.pending < policy.batch_samples:
             return False
         audio = utt.take()
@@ -135,13 +144,16 @@ class SessionDecoder(SessionState):
         source: Result | Awaitable[Result]
         try:
             prepared = _result_of(guess)
-            if prepared is not None:
+            job = policy.final_job(utt.audio(), utt.start_sample, utt.sound_end) if policy.finals_from_audio else None
+            if job is not None:
+                policy.discard()  # the final needs nothing of the policy; no job of it is in flight
+                source = prepared if prepared is not None else self._final_pass(job, guess)
+            elif prepared is not None:
                 # Speech never resumed after the pause the final was prepared in: the audio since is
                 # silence and the prepared result is the final.
                 source = await self._job(policy.final_from_guess, prepared, work=Work.STREAM_STEP)
             else:
-                work = Work.FINAL if policy.inline_final_pass else Work.STREAM_STEP  # else: a job comes back
-                outcome = await self._job(policy.final, audio, utt.sound_end, work=work)
+                outcome = await self._job(policy.final, audio, utt.sound_end, work=Work.STREAM_STEP)
                 source = self._final_pass(outcome, guess)
         except Exception as exc:
             logger.exception("final decoding failed")
@@ -201,8 +213,7 @@ class SessionDecoder(SessionState):
         audio = utt.take()
         try:
             # Optional work: a busy pool may refuse it (the final is then computed at the endpoint).
-            work = Work.SPECULATIVE_FINAL if policy.inline_final_pass else Work.PARTIAL
-            outcome = await self._job(policy.guess_final, audio, utt.pause_end, work=work)
+            outcome = await self._job(policy.guess_final, audio, utt.pause_end, work=Work.PARTIAL)
         except ServerBusy:
             utt.give_back(audio)
             return True
@@ -214,6 +225,21 @@ class SessionDecoder(SessionState):
         self._room.set()
         if outcome is None or not utt.paused or utt.closed:
             return True  # nothing to gain, or speech resumed while the job ran (stale)
+        self._prepare_guess(utt, outcome)
+        return True
+
+    def _guess_from_audio(self, utt: _Utterance) -> None:
+        """A pause was heard: for a policy whose final needs only the audio, start preparing it now, on the
+        event loop, without waiting for the partial step in flight (which would add its run time)."""
+        policy = self._policy
+        if policy is None or not policy.finals_from_audio or utt.closed or utt.dropped:
+            return
+        job = policy.final_job(utt.audio(), utt.start_sample, utt.pause_end)
+        if job is not None:
+            utt.guess_tried = True
+            self._prepare_guess(utt, job)
+
+    def _prepare_guess(self, utt: _Utterance, outcome: Result | FinalJob) -> None:
         if isinstance(outcome, Result):
             future: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
             future.set_result(outcome)
@@ -231,7 +257,6 @@ class SessionDecoder(SessionState):
             future = task
         utt.guess = future
         future.add_done_callback(lambda done: self._show_guess(utt, done))
-        return True
 
     async def _prepare(self, job: FinalJob) -> Result | None:
         try:
@@ -244,6 +269,7 @@ class SessionDecoder(SessionState):
 
     def _show_guess(self, utt: _Utterance, done: asyncio.Future[Result | None]) -> None:
         """The prepared final, shown as the utterance's last partial while the endpoint is awaited."""
+        self._progress.set()  # settle(partial=True) waits for it
         if utt.guess is not done or utt.closed or self._closed:
             return
         result = _result_of(done)

@@ -141,6 +141,7 @@ class SessionInput(SessionState):
         elif isinstance(action, Pause) and self._utts and not self._utts[-1].closed:
             self._utts[-1].paused = True
             self._utts[-1].pause_end = action.sound_end_sample
+            self._guess_from_audio(self._utts[-1])
         elif isinstance(action, Resume) and self._utts and not self._utts[-1].closed:
             utt = self._utts[-1]
             if utt.guess is not None:

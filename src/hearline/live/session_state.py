@@ -125,6 +125,10 @@ class SessionState:
             self._holding_slot = False
             self._slot.release()
 
+    def _guess_from_audio(self, utt: _Utterance) -> None:
+        """A pause was heard in ``utt`` (the decoder task's :meth:`SessionDecoder._guess_from_audio`)."""
+        raise NotImplementedError
+
     async def _job(self, fn: Callable[..., T], *args: Any, work: Work) -> T:
         """``pool.run(fn, *args)``, tracked so close() can wait for the worker thread to let go."""
         assert self.engine is not None

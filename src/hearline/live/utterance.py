@@ -31,10 +31,20 @@ class _Utterance:
         self.guess_tried = False
         self._chunks: deque[np.ndarray] = deque([audio])
         self.pending = int(audio.size)
+        # All of it, for policies whose final is a fresh pass over the utterance (bounded by the
+        # segmenter's maximum utterance length).
+        self._history: list[np.ndarray] = [audio]
 
     def add(self, audio: np.ndarray) -> None:
         self._chunks.append(audio)
         self.pending += int(audio.size)
+        self._history.append(audio)
+
+    def audio(self) -> np.ndarray:
+        """Every sample of the utterance so far, consumed or not."""
+        if len(self._history) > 1:
+            self._history = [np.concatenate(self._history)]
+        return self._history[0]
 
     def take(self) -> np.ndarray:
         if not self._chunks:

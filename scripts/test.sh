@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 if command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    ffmpeg sox espeak-ng chromium pulseaudio pulseaudio-utils openssl >/dev/null
+    ffmpeg sox espeak-ng chromium pulseaudio pulseaudio-utils openssl haproxy >/dev/null
 fi
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e ".[test]"

@@ -1,0 +1,190 @@
+"""Load benchmark through a load balancer (not a test): ``python bench/load.py --sessions 12``.
+
+Opens N concurrent live ``/stt`` sessions (the port-8765 streaming protocol) against ``--url`` (a load
+balancer such as deploy/haproxy.cfg, or one server directly) and streams real English reference clips at
+real-time pace (100 ms chunks), each session its own clip (cycling through them), then ``stop``.
+
+Prints:
+  * final latency p50/p95 on the audio clock: a final received at wall time t for audio ending at a (its
+    ``end``), in a session whose real-time stream began at t0, counts t - t0 - a;
+  * closing latency p50/p95: ``stop`` sent -> ``session_ended`` (the flush of the last utterance);
+  * sessions refused (handshake refused, e.g. 503 + Retry-After at ``--max-sessions``, or an ``error``
+    message such as a draining server's) and failed;
+  * corpus WER of the finals vs the clips' references (a sanity check that the load got real answers);
+  * replica distribution from each ``--backends`` server's own /metrics: sessions opened during the run
+    (``hearline_live_sessions_opened_total``) and the peak of ``hearline_live_sessions_open`` seen.
+
+  python bench/load.py --url http://127.0.0.1:8080 \\
+      --backends http://127.0.0.1:8001 http://127.0.0.1:8002 http://127.0.0.1:8003 --sessions 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import english_clips, wer  # noqa: E402
+
+from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
+
+CHUNK_S = 0.1
+CHUNK = int(16000 * CHUNK_S) * 2  # bytes of PCM16
+
+
+@dataclass
+class Result:
+    clip_id: str
+    reference: str
+    finals: list[str] = field(default_factory=list)
+    final_latencies: list[float] = field(default_factory=list)
+    closing_latency: float | None = None
+    refused: str | None = None
+    failed: str | None = None
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def scrape(url: str, headers: dict[str, str]) -> dict[str, float]:
+    """Sessions opened (total) and open now on one backend, summed over doors and models."""
+    text = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10).text
+    out = {"opened": 0.0, "open": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hearline_live_sessions_opened_total":
+                out["opened"] += sample.value
+            elif sample.name == "hearline_live_sessions_open":
+                out["open"] += sample.value
+    return out
+
+
+async def session(ws_url: str, clip_id: str, reference: str, pcm: bytes, headers: dict[str, str]) -> Result:
+    result = Result(clip_id, reference)
+    try:
+        async with websockets.connect(ws_url + "/stt?language=en", additional_headers=headers, open_timeout=30) as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if hello.get("type") != "connected":
+                result.refused = str(hello)
+                return result
+            await ws.send(json.dumps({"command": "start"}))
+            started = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if started.get("type") != "session_started":
+                result.refused = str(started)
+                return result
+            t0 = time.perf_counter()
+            stop_sent: list[float] = []
+
+            async def send() -> None:
+                for i in range(0, len(pcm), CHUNK):
+                    await ws.send(pcm[i : i + CHUNK])
+                    due = t0 + (i + CHUNK) / 32000
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                stop_sent.append(time.perf_counter())
+                await ws.send(json.dumps({"command": "stop"}))
+
+            sender = asyncio.create_task(send())
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                now = time.perf_counter()
+                kind = message.get("type")
+                if kind == "final":
+                    result.finals.append(message["text"])
+                    result.final_latencies.append(now - t0 - float(message.get("end", 0.0)))
+                elif kind == "error":
+                    result.refused = message.get("message", str(message))
+                elif kind == "session_ended":
+                    await sender
+                    result.closing_latency = now - stop_sent[0]
+                    return result
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        retry = exc.response.headers.get("Retry-After")
+        result.refused = f"HTTP {status}" + (f" (Retry-After {retry})" if retry else "")
+    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        result.failed = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+async def main(args: argparse.Namespace) -> None:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    backends = args.backends or [args.url]
+    ws_url = args.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/")
+    clips = [c for c in english_clips() if c.duration <= args.max_clip_s][: args.clips]
+    audio = {c.id: float_to_pcm16(decode_audio(c.path)) for c in clips}
+    before = [scrape(url, headers) for url in backends]
+
+    peaks = [0.0 for _ in backends]
+    done = threading.Event()
+
+    def watch() -> None:  # peak of open sessions per backend, sampled every 0.25 s
+        while not done.is_set():
+            for i, url in enumerate(backends):
+                with contextlib.suppress(httpx.HTTPError):
+                    peaks[i] = max(peaks[i], scrape(url, headers)["open"])
+            done.wait(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    tasks = []
+    for n in range(args.sessions):
+        item = clips[n % len(clips)]
+        tasks.append(asyncio.create_task(session(ws_url, item.id, item.text, audio[item.id], headers)))
+        await asyncio.sleep(args.ramp_s)
+    results = await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    done.set()
+    watcher.join(5)
+    after = [scrape(url, headers) for url in backends]
+
+    ok = [r for r in results if r.refused is None and r.failed is None and r.closing_latency is not None]
+    latencies = [x for r in ok for x in r.final_latencies]
+    closing = [r.closing_latency for r in ok if r.closing_latency is not None]
+    audio_s = sum(len(audio[r.clip_id]) / 32000 for r in ok)
+    print(f"target {args.url}: {args.sessions} concurrent real-time /stt sessions, {len(clips)} clips, "
+          f"ramp {args.ramp_s:.2f} s, {elapsed:.1f} s wall, {audio_s:.1f} s of audio answered")  # fmt: skip
+    print(f"sessions: {len(ok)} ok, {sum(r.refused is not None for r in results)} refused, "
+          f"{sum(r.failed is not None for r in results)} failed")  # fmt: skip
+    for r in results:
+        if r.refused or r.failed:
+            print(f"  {r.clip_id}: {r.refused or r.failed}")
+    print(f"final latency (audio clock, {len(latencies)} finals): p50 {pct(latencies, 50):.3f} s, "
+          f"p95 {pct(latencies, 95):.3f} s, max {max(latencies, default=float('nan')):.3f} s")  # fmt: skip
+    print(f"closing latency (stop -> session_ended): p50 {pct(closing, 50):.3f} s, p95 {pct(closing, 95):.3f} s")
+    if ok:
+        print(f"corpus WER of finals: {wer([r.reference for r in ok], [' '.join(r.finals) for r in ok]):.3f}")
+    print("replica distribution (from each backend's /metrics):")
+    for url, b, a, peak in zip(backends, before, after, peaks, strict=True):
+        opened = a["opened"] - b["opened"]
+        print(f"  {url}: {opened:.0f} sessions opened, peak {peak:.0f} open, {a['open']:.0f} open now")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="load balancer (or one server) base URL")
+    parser.add_argument("--backends", nargs="*", default=None, help="each replica's base URL, for /metrics")
+    parser.add_argument("--sessions", type=int, default=12, help="concurrent live sessions (default 12)")
+    parser.add_argument("--clips", type=int, default=None, help="use the first K English clips (default all)")
+    parser.add_argument("--max-clip-s", type=float, default=12.0, help="skip clips longer than this (default 12)")
+    parser.add_argument("--ramp-s", type=float, default=0.05, help="seconds between session starts")
+    parser.add_argument("--api-key", default=None, help="the server's API key, if set")
+    asyncio.run(main(parser.parse_args()))

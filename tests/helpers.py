@@ -256,3 +256,43 @@ def header_only(mp3: bytes) -> bytes:
         if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
             return mp3[:i]
     raise AssertionError("no audio frame after the Info frame")
+
+
+def pcm16(clip_id: str) -> bytes:
+    """A corpus clip as 16 kHz mono s16le, what raw-PCM doors take."""
+    from hearline.audio.decode import decode_audio, float_to_pcm16
+
+    return float_to_pcm16(decode_audio(clip(clip_id).path))
+
+
+def eventually(check: Any, timeout: float = 120.0, what: str = "condition") -> None:
+    """Poll ``check()`` until it is true (a deadline for what must happen, never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str, **headers: str) -> Samples:
+    """Every sample of the server's ``/metrics`` (Prometheus text format), keyed by name and labels."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name`` over every series whose labels include ``labels`` (0 when there is none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, series), v in samples.items() if n == name and wanted <= series)

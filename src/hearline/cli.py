@@ -49,6 +49,10 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="inference device")
     parser.add_argument("--compute-type", dest="compute_type", help="e.g. int8, float16 (faster-whisper)")
     parser.add_argument("--threads", type=int, help="inference threads per model (0: engine default)")
+    parser.add_argument(
+        "--batch-size", dest="batch_size", type=int, help="live window decodes per batched call (8; 1: off)"
+    )
+    parser.add_argument("--batch-wait-ms", dest="batch_wait_ms", type=float, help="wait for a batch to fill (15)")
     parser.add_argument("--model-dir", dest="model_dir", type=Path, help="where models are stored")
     parser.add_argument("--config", dest="config_file", type=Path, help="settings file (TOML or YAML)")
     parser.add_argument("--offline", action="store_true", default=None, help="never download models")
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument(
         "--drain-timeout", dest="drain_timeout", type=float, help="seconds SIGTERM waits for live finals (30)"
+    )
+    serve.add_argument(
+        "--max-sessions", dest="max_sessions", type=int, help="live sessions before new ones get 503 (32; 0: no limit)"
     )
     _model_flags(serve)
     serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest accepted upload")
@@ -108,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS_KEYS = (
-    "host", "port", "model", "language", "device", "compute_type", "threads", "model_dir", "config_file",
+    "host", "port", "model", "language", "device", "compute_type", "threads", "batch_size", "batch_wait_ms",
+    "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "api_key", "cors_origins", "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
-    "allow_model_paths", "allow_remote_models", "drain_timeout",
+    "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions",
 )  # fmt: skip
 
 

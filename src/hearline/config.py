@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_concurrency_per_model: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_queue_per_model: int = 16
+    # Window decodes of every live session of a model gathered into one batched call (engines that can,
+    # Whisper): at most this many per call (1: no batching), waiting at most this long for the batch to fill.
+    batch_size: int = Field(default=8, ge=1)
+    batch_wait_ms: float = Field(default=15.0, ge=0)
     drain_timeout: float = 30.0  # seconds a SIGTERM waits for live sessions' finals before stopping
 
     # -- REST --
@@ -86,6 +90,11 @@ class Settings(BaseSettings):
     max_utterance_s: float = 15.0
     ping_interval_s: float = 15.0
     asr_max_lines: int = Field(default=1000, ge=1)  # /asr transcript lines kept per session (bounded memory)
+    # Open live sessions (every door together) before a new one is refused at the handshake (503 +
+    # Retry-After, so a load balancer retries another replica); 0: no limit.  32 by default: a live
+    # session holds a decoder stream and buffers, and far more than a few dozen on one box means each
+    # gets its finals late; an operator with a bigger machine raises it.
+    max_sessions: int = Field(default=32, ge=0)
 
     # -- captions (seed 000: /start /stop /events) and capture --
     pulse_server: str | None = None  # PulseAudio/PipeWire server for capture; None: the session default

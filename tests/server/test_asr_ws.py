@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import random
 import re
 import threading
@@ -568,12 +569,19 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
 
     await vanish()  # warm-up: lazily created worker threads exist from here on
     await _until_no_connections()
-    threads = threading.active_count()
+    threads = _threads_outside_the_pools()
     tasks = _server_tasks(server)
     for _ in range(3):
         await vanish()
     await _until_no_connections()
-    assert threading.active_count() <= threads
+    assert _threads_outside_the_pools() <= threads
+    # the pool's executors start workers lazily, up to their bound
+    settings = server.config.app.state.settings
+    limit = settings.workers * settings.batch_size
+    for prefix in POOL_THREADS:
+        assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= limit, prefix
+    default_executor_limit = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default bound
+    assert sum(t.name.startswith(LOOP_THREADS) for t in threading.enumerate()) <= default_executor_limit
     after = _server_tasks(server)
     assert len(after) <= len(tasks)
     assert not [name for name in after if name.startswith(("live-", "hearline-translate"))]
@@ -581,6 +589,14 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
     messages, _ = await run_session(server.ws_url, webm_chunks("en_pocketsphinx_goforward"), query="?language=en")
     assert messages[-1] == {"type": "ready_to_stop"}
     await _until_no_connections()
+
+
+POOL_THREADS = ("hearline-infer", "hearline-live")
+LOOP_THREADS = ("uvloop_", "asyncio_")  # the server loop's default executor (asyncio.to_thread)
+
+
+def _threads_outside_the_pools() -> set[str]:
+    return {t.name for t in threading.enumerate() if not t.name.startswith(POOL_THREADS + LOOP_THREADS)}
 
 
 def _server_tasks(server: ServerThread) -> list[str]:

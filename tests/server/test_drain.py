@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
@@ -126,8 +128,11 @@ async def test_draining_server_refuses_new_sessions_and_is_not_ready(tmp_path: P
         await drain(app, 5)  # no live session is open: only the flags change
         ready = await asyncio.to_thread(httpx.get, server.url + "/ready", timeout=30)
         assert (ready.status_code, ready.json()["status"]) == (503, "draining")
-        async with websockets.connect(server.ws_url + "/stt") as ws:
-            assert json.loads(await ws.recv())["type"] == "connected"
-            await ws.send(json.dumps({"command": "start"}))
-            error = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        assert error["type"] == "error" and "shutting down" in error["message"]
+        # refused at the handshake (a load balancer retries another replica) with the door's error body
+        with pytest.raises(InvalidStatus) as caught:
+            async with websockets.connect(server.ws_url + "/stt", open_timeout=30):
+                pass
+        response = caught.value.response
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+        error = json.loads(response.body or b"{}")
+        assert error["type"] == "error" and error["code"] == "draining" and "shutting down" in error["message"]

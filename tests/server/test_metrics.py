@@ -11,34 +11,14 @@ import httpx
 import pytest
 import websockets
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from hearline.config import Settings
 from hearline.server.app import create_app
-from tests.helpers import ServerThread, clip, running_server
+from tests.helpers import ServerThread, clip, metric, running_server, scrape
 from tests.server.test_stt_ws import pcm_of, recv_json, send_audio
 
 CLIP = "en_pocketsphinx_goforward"
 KEY = "metrics-secret"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str, **headers: str) -> Samples:
-    response = httpx.get(url + "/metrics", headers=headers, timeout=60)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name`` over every series whose labels include ``labels`` (0 when there is none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, series), v in samples.items() if n == name and wanted <= series)
 
 
 def transcribe(url: str, **headers: str) -> httpx.Response:
@@ -73,8 +53,8 @@ def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerT
 
 def test_counters_follow_rest_and_live_traffic(metrics_server: ServerThread) -> None:
     before = scrape(metrics_server.url)
-    assert value(before, "hearline_model_loads_total", model="pocketsphinx") >= 1  # the preload
-    assert value(before, "hearline_live_sessions_opened_total") == 0
+    assert metric(before, "hearline_model_loads_total", model="pocketsphinx") >= 1  # the preload
+    assert metric(before, "hearline_live_sessions_opened_total") == 0
 
     response = transcribe(metrics_server.url)
     assert response.status_code == 200, response.text
@@ -82,23 +62,23 @@ def test_counters_follow_rest_and_live_traffic(metrics_server: ServerThread) -> 
 
     after = scrape(metrics_server.url)
     duration = clip(CLIP).duration
-    assert value(after, "hearline_live_sessions_opened_total", door="stt", model="pocketsphinx") == 1
-    assert value(after, "hearline_live_sessions_open", door="stt") == 0  # closed before session_ended
-    assert value(after, "hearline_audio_received_seconds_total", door="stt") == pytest.approx(duration, abs=0.05)
-    assert value(after, "hearline_audio_received_seconds_total", door="rest") == pytest.approx(duration, abs=0.05)
+    assert metric(after, "hearline_live_sessions_opened_total", door="stt", model="pocketsphinx") == 1
+    assert metric(after, "hearline_live_sessions_open", door="stt") == 0  # closed before session_ended
+    assert metric(after, "hearline_audio_received_seconds_total", door="stt") == pytest.approx(duration, abs=0.05)
+    assert metric(after, "hearline_audio_received_seconds_total", door="rest") == pytest.approx(duration, abs=0.05)
     assert (
-        value(after, "hearline_rest_requests_total", method="POST", endpoint="/v1/audio/transcriptions", status="200")
+        metric(after, "hearline_rest_requests_total", method="POST", endpoint="/v1/audio/transcriptions", status="200")
         == 1
     )
     # the REST request; the live session's steps count under their own kinds
-    assert value(after, "hearline_inference_seconds_count", model="pocketsphinx", kind="request") == 1
-    assert value(after, "hearline_inference_seconds_count", model="pocketsphinx") >= 2
-    assert value(after, "hearline_inference_seconds_sum", model="pocketsphinx") > 0
-    assert value(after, "hearline_model_loads_total", model="pocketsphinx") >= 1
+    assert metric(after, "hearline_inference_seconds_count", model="pocketsphinx", kind="request") == 1
+    assert metric(after, "hearline_inference_seconds_count", model="pocketsphinx") >= 2
+    assert metric(after, "hearline_inference_seconds_sum", model="pocketsphinx") > 0
+    assert metric(after, "hearline_model_loads_total", model="pocketsphinx") >= 1
     assert ("hearline_work_waiting", frozenset({("model", "pocketsphinx")})) in after
-    assert value(after, "hearline_work_waiting", model="pocketsphinx") == 0  # nothing is running now
+    assert metric(after, "hearline_work_waiting", model="pocketsphinx") == 0  # nothing is running now
     # the scrape before this one is counted too, by its route template
-    assert value(after, "hearline_rest_requests_total", endpoint="/metrics", status="200") >= 1
+    assert metric(after, "hearline_rest_requests_total", endpoint="/metrics", status="200") >= 1
 
 
 def test_unknown_paths_share_one_label_and_count_as_refusals(metrics_server: ServerThread) -> None:
@@ -108,13 +88,13 @@ def test_unknown_paths_share_one_label_and_count_as_refusals(metrics_server: Ser
     after = scrape(metrics_server.url)
     unmatched = "hearline_rest_requests_total"
     assert (
-        value(after, unmatched, endpoint="unmatched", status="404")
-        - value(before, unmatched, endpoint="unmatched", status="404")
+        metric(after, unmatched, endpoint="unmatched", status="404")
+        - metric(before, unmatched, endpoint="unmatched", status="404")
         == 2
     )
     assert not any("/no/such" in dict(series).get("endpoint", "") for _, series in after)
-    refused = value(after, "hearline_refusals_total", reason="not_found")
-    assert refused - value(before, "hearline_refusals_total", reason="not_found") == 2
+    refused = metric(after, "hearline_refusals_total", reason="not_found")
+    assert refused - metric(before, "hearline_refusals_total", reason="not_found") == 2
 
 
 def test_ready_follows_the_default_model_and_draining(tmp_path: Path) -> None:
@@ -124,7 +104,7 @@ def test_ready_follows_the_default_model_and_draining(tmp_path: Path) -> None:
         ready = httpx.get(server.url + "/ready", timeout=30)
         assert (ready.status_code, ready.json()) == (503, {"status": "loading"})
         assert httpx.get(server.url + "/health", timeout=30).json() == {"status": "loading"}  # liveness: 200
-        assert value(scrape(server.url), "hearline_model_loads_total") == 0
+        assert metric(scrape(server.url), "hearline_model_loads_total") == 0
 
         assert transcribe(server.url).status_code == 200  # loads the default model
         ready = httpx.get(server.url + "/ready", timeout=30)
@@ -140,8 +120,8 @@ def test_ready_follows_the_default_model_and_draining(tmp_path: Path) -> None:
         ready = httpx.get(server.url + "/ready", timeout=30)
         assert (ready.status_code, ready.json()) == (503, {"status": "loading"})
         samples = scrape(server.url)
-        assert value(samples, "hearline_model_loads_total", model="pocketsphinx") == 1
-        assert value(samples, "hearline_model_evictions_total", model="pocketsphinx", reason="request") == 1
+        assert metric(samples, "hearline_model_loads_total", model="pocketsphinx") == 1
+        assert metric(samples, "hearline_model_evictions_total", model="pocketsphinx", reason="request") == 1
     finally:
         server.stop()
 
@@ -154,8 +134,8 @@ def test_metrics_needs_the_key_when_one_is_set(tmp_path: Path) -> None:
         ready = httpx.get(srv.url + "/ready", timeout=30)  # public, like /health
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
         samples = scrape(srv.url, Authorization=f"Bearer {KEY}")
-        assert value(samples, "hearline_rest_requests_total", endpoint="/metrics", status="401") == 1
-        assert value(samples, "hearline_refusals_total", reason="unauthorized") == 1
+        assert metric(samples, "hearline_rest_requests_total", endpoint="/metrics", status="401") == 1
+        assert metric(samples, "hearline_refusals_total", reason="unauthorized") == 1
 
 
 def test_each_app_has_its_own_registry(tmp_path: Path) -> None:

@@ -80,6 +80,18 @@ class TranscribeOptions:
     hotwords: str | None = None
 
 
+#: One decoding window of a re-decoding engine (Whisper's 30 s): the most a batched window decode takes.
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """One window for an engine's batched ``decode_windows``: audio already cut by the caller's VAD."""
+
+    audio: np.ndarray  # float32 mono 16 kHz, 0 < len <= WINDOW_SAMPLES
+    options: TranscribeOptions
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine can do; the live pipeline and the API choose behaviour from this, not from names."""

@@ -44,6 +44,7 @@ class Result:
 
 
 FinalJob = Callable[[], "Result"]
+Transcriber = Callable[[np.ndarray, TranscribeOptions], Transcript]
 
 # Silence after the last sound that a second-pass final still decodes: room for a trailing consonant
 # the VAD scores low.  No more than the default pause (150 ms), so a final prepared in a pause has all of
@@ -240,8 +241,10 @@ class LocalAgreementPolicy(Policy):
         options: TranscribeOptions,
         partial_interval_s: float = 0.5,
         trim_s: float = 12.0,
+        transcribe: Transcriber | None = None,
     ) -> None:
         self._engine = engine
+        self._transcribe = transcribe or engine.transcribe  # the pool's batched window decode, if any
         self._options = options
         self.batch_samples = max(WINDOW_SAMPLES, int(partial_interval_s * SAMPLE_RATE))
         self._trim = int(trim_s * SAMPLE_RATE)
@@ -292,7 +295,7 @@ class LocalAgreementPolicy(Policy):
             vad_filter=False,
             hotwords=self._options.hotwords,
         )
-        transcript = self._engine.transcribe(self._audio(), options)
+        transcript = self._transcribe(self._audio(), options)
         return _shift(_words_of(transcript), self._window_start / SAMPLE_RATE), transcript.language
 
     def _committed_text(self) -> str:
@@ -357,7 +360,7 @@ class LocalAgreementPolicy(Policy):
         """
         if sound_end is not None:
             audio = audio[: max(0, sound_end + int(FINAL_TAIL_S * SAMPLE_RATE) - start_sample)]
-        engine, offset = self._engine, start_sample / SAMPLE_RATE
+        transcribe, offset = self._transcribe, start_sample / SAMPLE_RATE
         options = TranscribeOptions(
             language=self._options.language,
             task=self._options.task,
@@ -366,12 +369,14 @@ class LocalAgreementPolicy(Policy):
             beam_size=self._options.beam_size,
             fallback=self._options.fallback,
             word_timestamps=True,
+            # The engine's default VAD stays (Whisper writes text over a non-speech "utterance" without it),
+            # so a final is batched only when the client turned VAD off.
             vad_filter=self._options.vad_filter,
             hotwords=self._options.hotwords,
         )
 
         def run() -> Result:
-            transcript = engine.transcribe(audio, options)
+            transcript = transcribe(audio, options)
             return Result(
                 text=transcript.text.strip(), words=_shift(_words_of(transcript), offset), language=transcript.language
             )
@@ -400,8 +405,9 @@ def choose_policy(
     options: TranscribeOptions,
     partial_interval_s: float = 0.5,
     prefer: str = "auto",
+    transcribe: Transcriber | None = None,
 ) -> Policy:
     """Native streaming when the engine has it (unless told otherwise), LocalAgreement-2 otherwise."""
     if prefer == "native" or (prefer == "auto" and engine.capabilities.native_streaming):
         return NativePolicy(engine, options)
-    return LocalAgreementPolicy(engine, options, partial_interval_s=partial_interval_s)
+    return LocalAgreementPolicy(engine, options, partial_interval_s=partial_interval_s, transcribe=transcribe)

@@ -143,7 +143,10 @@ class LiveSession(SessionInput, SessionDecoder):
             use_vad=opts.vad,
             pause_ms=opts.pause_ms,
         )
-        self._policy = choose_policy(engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy)
+        transcribe = self.pool.transcriber(engine)  # batched with other sessions' decodes where the model can
+        self._policy = choose_policy(
+            engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy, transcribe=transcribe
+        )
         self._slot = self.pool.stream_slots.semaphore(engine) if self._policy.needs_lease else None
         self.engine = engine
         self._started = True

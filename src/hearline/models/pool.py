@@ -22,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
 from hearline.config import Settings
-from hearline.engines.base import Engine
+from hearline.engines.base import WINDOW_SAMPLES, Engine, TranscribeOptions, Transcript, WindowRequest
 from hearline.metrics import Metrics
 from hearline.models.download import (
     DownloadError,
@@ -34,7 +36,7 @@ from hearline.models.download import (
     is_offline,
 )
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
-from hearline.models.scheduler import RULES, Lane, PriorityGate, StreamSlots, Work, refuses
+from hearline.models.scheduler import RULES, Batcher, Lane, PriorityGate, StreamSlots, Work, refuses, run_as
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class _Slot:
     engine: Engine | None = None
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lanes: dict[bool, PriorityGate] | None = None  # live lane (True) and batch lane (False)
+    batcher: Batcher[WindowRequest, Transcript] | None = None  # window decodes of all sessions, batched
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -80,12 +83,12 @@ class ModelPool:
     ) -> None:
         self.settings = settings
         self.metrics = metrics  # the app factory attaches its app's metrics when it has none
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="hearline-infer"
-        )
+        # Threads that wait in a batched call hold no core: a batching model admits batch_size times more jobs.
+        threads = settings.workers * settings.batch_size
+        self._executor = executor or ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hearline-infer")
         self._owns_executor = executor is None
         # The live lane's own threads: its short steps never queue behind batch jobs for a thread.
-        self._live_executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hearline-live")
+        self._live_executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hearline-live")
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._loading = 0
         self._guard = threading.Lock()
@@ -140,6 +143,9 @@ class ModelPool:
                 slot.engine = engine
                 slot.last_used = time.monotonic()
                 capacity = self.settings.batch_capacity
+                slot.batcher = self._batcher(engine, slot)
+                if slot.batcher is not None:
+                    capacity *= slot.batcher.size  # admitted jobs wait in the batcher, not on a core
                 slot.lanes = {True: PriorityGate(capacity), False: PriorityGate(capacity)}
                 self._evict_over_budget(keep=spec.name)
         return slot.engine
@@ -230,9 +236,43 @@ class ModelPool:
                 unloaded.append(name)
         return unloaded
 
+    def _batcher(self, engine: Engine, slot: _Slot) -> Batcher[WindowRequest, Transcript] | None:
+        """A batcher for an engine that declares batched window decoding, unless ``batch_size`` is 1."""
+        decode = getattr(engine, "decode_windows", None)
+        key = getattr(engine, "window_key", None)
+        if self.settings.batch_size <= 1 or not callable(decode) or not callable(key):
+            return None
+        return Batcher(
+            decode,
+            lambda request: key(request.options),
+            size=self.settings.batch_size,
+            wait_s=self.settings.batch_wait_ms / 1000,
+            parallel=int(getattr(engine, "parallel_calls", 1)),
+            busy=lambda: slot.active,
+            name=f"batch-{engine.name}",
+        )
+
+    def transcriber(self, engine: Engine) -> Callable[[np.ndarray, TranscribeOptions], Transcript]:
+        """``engine.transcribe``, or for a batching model a call that joins the next batched window decode
+        when it can (one window, no VAD asked: a live session's segmented audio).  Blocks: for worker threads."""
+        slot = self._slots.get(engine.name)
+        batcher = slot.batcher if slot is not None and slot.engine is engine else None
+        if batcher is None:
+            return engine.transcribe
+
+        def transcribe(audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+            if options.vad_filter is False and 0 < audio.size <= WINDOW_SAMPLES:
+                return batcher.submit(WindowRequest(audio, options))
+            return engine.transcribe(audio, options)
+
+        return transcribe
+
     def _unload(self, slot: _Slot, reason: str | None = None) -> None:
         """Close the slot's engine; ``reason`` (budget, idle, request) counts it as an eviction."""
         engine, slot.engine = slot.engine, None
+        if slot.batcher is not None:
+            slot.batcher.close()
+            slot.batcher = None
         if engine is not None:
             if reason is not None and self.metrics is not None:
                 self.metrics.model_evicted(slot.spec.name, reason)
@@ -281,7 +321,7 @@ class ModelPool:
         executor = self._live_executor if live else self._executor
         if slot is None or slot.lanes is None:
             # An engine built outside the pool (tests, benchmarks): run it directly.
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
         gate = slot.lanes[live]
         if refuses(work, gate, self.settings.max_queue_per_model):
             if self.metrics is not None:
@@ -291,7 +331,7 @@ class ModelPool:
         slot.last_used = time.monotonic()
         started = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
         finally:
             gate.release()
             if self.metrics is not None:

@@ -17,18 +17,32 @@ lane and whether a busy model may refuse it:
 Refusal is how overload stays bounded: partials thin out first (a refused partial is retried with newer
 audio), then REST requests get ``ServerBusy``; finals, stream steps and translations are never refused.
 Engines whose live streams hold a scarce resource declare it (``max_open_streams``); :class:`StreamSlots`
-admits that many open utterances per engine.  Engines never import this module.
+admits that many open utterances per engine.  Engines that decode several windows in one call declare it
+(``decode_windows``, ``window_key``, ``parallel_calls``); :class:`Batcher` gathers the window decodes of every
+session of such a model into batched calls, in :attr:`Rule.batch_order`.  Engines never import this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
+import logging
+import threading
+import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 class Lane(IntEnum):
@@ -50,15 +64,16 @@ class Work(Enum):
 class Rule:
     lane: Lane
     refusable: bool  # a busy model may turn it away (ServerBusy) instead of queueing it
+    batch_order: int  # place in a batched call's queue (lower first): what someone waits for ahead of partials
 
 
 RULES: dict[Work, Rule] = {
-    Work.STREAM_STEP: Rule(Lane.LIVE, refusable=False),
-    Work.PARTIAL: Rule(Lane.LIVE, refusable=True),
-    Work.FINAL: Rule(Lane.NORMAL, refusable=False),
-    Work.SPECULATIVE_FINAL: Rule(Lane.BACKGROUND, refusable=True),
-    Work.REQUEST: Rule(Lane.NORMAL, refusable=True),
-    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False),
+    Work.STREAM_STEP: Rule(Lane.LIVE, refusable=False, batch_order=1),
+    Work.PARTIAL: Rule(Lane.LIVE, refusable=True, batch_order=2),
+    Work.FINAL: Rule(Lane.NORMAL, refusable=False, batch_order=0),
+    Work.SPECULATIVE_FINAL: Rule(Lane.BACKGROUND, refusable=True, batch_order=1),
+    Work.REQUEST: Rule(Lane.NORMAL, refusable=True, batch_order=0),
+    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False, batch_order=0),
 }
 
 
@@ -151,3 +166,135 @@ class StreamSlots:
             entry = (loop, asyncio.Semaphore(capacity))
             self._slots[engine] = entry
         return entry[1]
+
+
+_current = threading.local()
+
+
+def current_work() -> Work:
+    """The kind of work the calling pool worker thread is running (``Work.REQUEST`` outside a job)."""
+    work = getattr(_current, "work", None)
+    return work if isinstance(work, Work) else Work.REQUEST
+
+
+def run_as(work: Work, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in this worker thread as ``work``, so a batched call it makes knows its place."""
+    previous = getattr(_current, "work", None)
+    _current.work = work
+    try:
+        return fn(*args)
+    finally:
+        _current.work = previous
+
+
+@dataclass
+class _Pending(Generic[R, S]):
+    order: int
+    seq: int
+    key: Hashable
+    request: R
+    future: Future[S] = field(default_factory=Future)
+
+
+class Batcher(Generic[R, S]):
+    """Gathers one model's requests from many worker threads into batched calls.
+
+    ``submit`` blocks its worker thread until the request's batch ran.  ``parallel`` threads each take
+    the most urgent waiting request (:attr:`Rule.batch_order`, then arrival) and up to ``size - 1``
+    others of the same ``key``, waiting at most ``wait_s`` for the batch to fill, and only while more
+    requests are on their way (``busy()``: jobs admitted for the model, which each submit at most one
+    request at a time): a lone session never waits.  A failed batch is retried one request at a time,
+    so one bad request fails alone.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[R]], list[S]],
+        key: Callable[[R], Hashable],
+        *,
+        size: int,
+        wait_s: float,
+        parallel: int = 1,
+        busy: Callable[[], int] = lambda: 0,
+        name: str = "batch",
+    ) -> None:
+        self._run, self._key, self._busy = run, key, busy
+        self.size, self.wait_s, self.parallel = max(1, size), max(0.0, wait_s), max(1, parallel)
+        self._name = name
+        self._cond = threading.Condition()
+        self._pending: list[_Pending[R, S]] = []
+        self._running = 0  # requests inside a batched call now
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self.sizes: collections.Counter[int] = collections.Counter()  # batches run, by size
+
+    def submit(self, request: R, work: Work | None = None) -> S:
+        item: _Pending[R, S] = _Pending(
+            RULES[work or current_work()].batch_order, next(self._seq), self._key(request), request
+        )
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self._name}: closed")
+            self._pending.append(item)
+            if len(self._threads) < self.parallel:
+                thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify()
+        return item.future.result()
+
+    def close(self) -> None:
+        """Refuse new requests; the threads finish what is waiting, then end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _group(self) -> list[_Pending[R, S]]:
+        head = min(self._pending, key=lambda p: (p.order, p.seq))
+        same = sorted((p for p in self._pending if p.key == head.key), key=lambda p: (p.order, p.seq))
+        return same[: self.size]
+
+    def _more_coming(self) -> bool:
+        return self._busy() > len(self._pending) + self._running
+
+    def _take(self) -> list[_Pending[R, S]] | None:
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = time.monotonic() + self.wait_s
+            while len(self._group()) < self.size and self._more_coming():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            group = self._group()
+            for item in group:
+                self._pending.remove(item)
+            self._running += len(group)
+            self.sizes[len(group)] += 1
+            return group
+
+    def _loop(self) -> None:
+        while (group := self._take()) is not None:
+            try:
+                self._call(group)
+            finally:
+                with self._cond:
+                    self._running -= len(group)
+
+    def _call(self, group: list[_Pending[R, S]]) -> None:
+        try:
+            results = self._run([item.request for item in group])
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting submitters, never swallowed
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            logger.info("%s: a batch of %d failed (%s); running its requests one by one", self._name, len(group), exc)
+            for item in group:
+                self._call([item])
+            return
+        for item, result in zip(group, results, strict=True):
+            item.future.set_result(result)

@@ -54,6 +54,7 @@ from hearline.live.translate import (
     WhisperTranslator,
     make_translator,
 )
+from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.asr_wire import (
     DEFAULT_MAX_LINES,
@@ -66,7 +67,7 @@ from hearline.server.asr_wire import (
     parse_params,
 )
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import open_live_session
+from hearline.server.live_socket import open_live_session, refuse_handshake
 
 # the wire model is re-exported: tests and clients import it from here
 __all__ = [
@@ -95,6 +96,7 @@ CLOSE_BAD_PARAMS = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_AUDIO = 1007
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013  # full or draining since the handshake (a lost race; see live_socket)
 
 _connections: set[_Connection] = set()
 
@@ -114,6 +116,8 @@ async def asr_websocket(websocket: WebSocket) -> None:
     if not is_authorized(websocket, settings.api_key):
         await websocket.close(code=CLOSE_UNAUTHORIZED)
         return
+    if await refuse_handshake(websocket, lambda r: {"type": "error", "error": r.message}):
+        return  # full (--max-sessions) or draining: 503 + Retry-After before accept
     await websocket.accept()
     try:
         params = parse_params(websocket.query_params, settings)
@@ -161,6 +165,10 @@ class _Connection:
             except (UnsupportedOption, UnknownModel) as exc:  # e.g. a language the model lacks: a bad parameter
                 await self._send({"type": "error", "error": str(exc)})
                 await self.ws.close(code=CLOSE_BAD_PARAMS)
+                return
+            except ServerBusy as exc:
+                await self._send({"type": "error", "error": str(exc)})
+                await self.ws.close(code=CLOSE_TRY_AGAIN)
                 return
             except Exception as exc:  # model missing, failed load: tell the client, keep the server up
                 logger.exception("could not start a live session")

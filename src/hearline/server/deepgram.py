@@ -47,7 +47,7 @@ from hearline.server.deepgram_wire import (
     utterance_end,
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, to_api_error
-from hearline.server.live_socket import START_ERRORS, open_live_session
+from hearline.server.live_socket import START_ERRORS, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ async def listen_live(ws: WebSocket) -> None:
     except BadParams as exc:
         await _deny(ws, 400, str(exc))
         return
+    if await refuse_handshake(ws, lambda r: http_error(503, r.message)):
+        return  # full (--max-sessions) or draining: 503 + Retry-After
     silence = max(params.endpointing_ms or 0, settings.vad_silence_ms)
     try:
         session = await open_live_session(

@@ -6,9 +6,32 @@ refused start holds no model lease; each door answers the error in its own wire 
 
 Sessions opened here (and Realtime's, through :class:`CountedSession`) are counted in the pool's
 metrics under their door: opened, open now, audio received.
+
+Admission (``--max-sessions`` and the graceful drain) is decided here once, by :func:`admission_error`:
+
+* at the handshake, before ``accept()``: :func:`refuse_handshake` answers HTTP 503 with ``Retry-After`` and
+  a small body in the door's error shape (a load balancer retries another replica); Wyoming, which has no
+  HTTP, answers its ``error`` event and closes (:func:`admission_refusal` gives it the same decision);
+* again at :meth:`CountedSession.start`.  Several doors start their session only after the client's first
+  message (``start``, a config, the first audio), so the handshake is a check, not a reservation: a client
+  that passed it but finds the limit reached when its session starts (another one started meanwhile) gets
+  :class:`SessionLimit`, a :class:`ServerBusy`, answered as the door's normal in-session busy error.
+  Starts in flight are counted with the open sessions, so the limit is never exceeded.
+
+Each refusal is counted in ``hearline_refusals_total`` (``max_sessions``, ``draining``, ``busy``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
 
 from hearline.config import Settings
 from hearline.engines.base import EngineError
@@ -18,6 +41,88 @@ from hearline.models.resolve import UnknownModel
 
 #: start failures a door reports to its client (unknown model, unsupported option, load failure, busy)
 START_ERRORS = (UnknownModel, EngineError, ServerBusy, OSError)
+#: HTTP status of a handshake refused for capacity or drain (a load balancer retries another replica)
+REFUSAL_STATUS = 503
+#: seconds a client refused for ``--max-sessions`` is told to wait (``Retry-After``)
+SESSION_LIMIT_RETRY_S = 2.0
+
+#: sessions of each pool between the admission check and their start's end (counted against the limit)
+_starting: weakref.WeakKeyDictionary[ModelPool, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+
+
+class SessionLimit(ServerBusy):
+    """``--max-sessions`` live sessions are open: a new one goes to another replica or waits."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "default",
+            retry_after=SESSION_LIMIT_RETRY_S,
+            message=f"the server has its maximum of {limit} live sessions open; retry later or on another replica",
+        )
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a new live session is turned away, in the terms every door's answer needs."""
+
+    reason: str  # metrics label and error code: "max_sessions" | "draining"
+    message: str
+    retry_after: int  # whole seconds, for Retry-After
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+def _open_count(pool: ModelPool) -> int:
+    return len(pool.live_sessions) + len(_starting.get(pool, ()))
+
+
+def admission_error(pool: ModelPool, settings: Settings) -> ServerBusy | None:
+    """The one admission decision: the error a new live session is refused with now, or None."""
+    if pool.draining:
+        return ServerDraining("default")
+    limit = settings.max_sessions
+    if limit > 0 and _open_count(pool) >= limit:
+        return SessionLimit(limit)
+    return None
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """The metrics reason (and error code) of an admission or busy error."""
+    if isinstance(exc, ServerDraining):
+        return "draining"
+    if isinstance(exc, SessionLimit):
+        return "max_sessions"
+    return "busy"
+
+
+def _count_refusal(pool: ModelPool, reason: str) -> None:
+    if pool.metrics is not None:
+        pool.metrics.refused(reason)
+
+
+def admission_refusal(pool: ModelPool, settings: Settings, *, count: bool = True) -> Refusal | None:
+    """:func:`admission_error` as a :class:`Refusal` (counted in the metrics unless ``count`` is False)."""
+    error = admission_error(pool, settings)
+    if error is None:
+        return None
+    refusal = Refusal(refusal_reason(error), str(error), max(1, math.ceil(error.retry_after)))
+    if count:
+        _count_refusal(pool, refusal.reason)
+    return refusal
+
+
+async def refuse_handshake(ws: WebSocket, body: Callable[[Refusal], dict[str, Any]]) -> bool:
+    """Before ``accept()``: True if the new session was refused with 503, ``Retry-After`` and ``body(refusal)``."""
+    refusal = admission_refusal(ws.app.state.pool, ws.app.state.settings)
+    if refusal is None:
+        return False
+    response = JSONResponse(body(refusal), status_code=REFUSAL_STATUS, headers=refusal.headers)
+    with contextlib.suppress(RuntimeError, OSError):
+        await ws.send_denial_response(response)
+    return True
 
 
 class CountedSession(LiveSession):
@@ -31,14 +136,19 @@ class CountedSession(LiveSession):
         self._counted = False
 
     async def start(self) -> None:
-        if self.pool.draining:
-            raise ServerDraining(self.model or "default")
+        error = admission_error(self.pool, self.pool.settings)
+        if error is not None:
+            _count_refusal(self.pool, refusal_reason(error))
+            raise error
+        starting = _starting.setdefault(self.pool, weakref.WeakSet())
+        starting.add(self)
         try:
             await super().start()
         except ServerBusy:
-            if self.pool.metrics is not None:
-                self.pool.metrics.refused("busy")
+            _count_refusal(self.pool, "busy")
             raise
+        finally:
+            starting.discard(self)
         if self.pool.metrics is not None and self.engine is not None:
             self.pool.metrics.session_opened(self.door, self.engine.name, self)
             self._counted = True

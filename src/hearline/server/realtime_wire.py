@@ -308,6 +308,12 @@ def error_body(err: RealtimeError, client_event_id: Any = None) -> dict[str, Any
     return body
 
 
+def refusal_event(message: str, code: str) -> dict[str, Any]:
+    """A refused handshake's body (503): an ``error`` event, whose ``error`` is also OpenAI's REST error object."""
+    error = RealtimeError(message, code=code, type=SERVER_ERROR)
+    return {"type": "error", "event_id": new_id("event"), "error": error_body(error)}
+
+
 def delta_payload(item: str, delta: str, words: list[Word] | None, logprobs: bool) -> dict[str, Any]:
     """A transcription delta; ``words`` (when the engine gave them for this text) carry the logprobs."""
     payload: dict[str, Any] = {"item_id": item, "content_index": 0, "delta": delta}

@@ -28,9 +28,10 @@ from starlette.websockets import WebSocketDisconnect
 from hearline.audio.decode import AudioDecodeError
 from hearline.engines.base import EngineError, UnsupportedOption
 from hearline.live.session import LiveOptions, LiveSession
+from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
-from hearline.server.live_socket import CountedSession
+from hearline.server.live_socket import CountedSession, refusal_reason, refuse_handshake
 from hearline.server.realtime_deltas import ItemText
 from hearline.server.realtime_items import RealtimeItems
 from hearline.server.realtime_wire import (
@@ -45,6 +46,7 @@ from hearline.server.realtime_wire import (
     apply_beta_update,
     apply_ga_update,
     new_id,
+    refusal_event,
     require_object,
 )
 
@@ -128,6 +130,8 @@ class RealtimeConnection(RealtimeItems):
         return others[0] if others else None
 
     async def run(self) -> None:
+        if await refuse_handshake(self.ws, lambda r: refusal_event(r.message, r.reason)):
+            return  # full (--max-sessions) or draining: 503 + Retry-After before accept
         await self.ws.accept(subprotocol=self._choose_subprotocol())
         if not is_authorized(self.ws, self.settings.api_key):
             await self.send_error(
@@ -343,6 +347,10 @@ class RealtimeConnection(RealtimeItems):
             logger.warning("realtime: could not start a live session: %s", exc)
             self.start_failed = True
             raise RealtimeError(str(exc), code="model_unavailable", type=SERVER_ERROR) from exc
+        except ServerBusy as exc:  # full or draining since the handshake: audio waits for a new session.update
+            await live.close()
+            self.start_failed = True
+            raise RealtimeError(str(exc), code=refusal_reason(exc), type=SERVER_ERROR) from exc
         self.stream_no += 1
         forwarder = asyncio.create_task(
             self._forward(live, self.stream_no, self.clock_ms / 1000.0), name=f"realtime-forward-{self.session_id}"

@@ -37,7 +37,7 @@ from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import START_ERRORS, open_live_session
+from hearline.server.live_socket import START_ERRORS, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class _Connection:
 
 async def serve_stt(ws: WebSocket) -> None:
     settings = ws.app.state.settings
+    if await refuse_handshake(ws, lambda r: {"type": "error", "message": r.message, "code": r.reason}):
+        return  # full (--max-sessions) or draining: 503 + Retry-After before accept
     await ws.accept()
     if not is_authorized(ws, settings.api_key):
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):

@@ -34,9 +34,10 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from hearline.engines.base import EngineError, Word
 from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStarted
+from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import open_live_session
+from hearline.server.live_socket import open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class VoskConnection:
         return True
 
     async def run(self) -> None:
+        if await refuse_handshake(self.ws, lambda r: {"error": r.message}):
+            return  # full (--max-sessions) or draining: 503 + Retry-After before accept
         await self.ws.accept()
         if not is_authorized(self.ws, self.settings.api_key):
             await self.send({"error": "unauthorized: missing or wrong API key"})
@@ -222,7 +225,7 @@ class VoskConnection:
             live = await open_live_session(
                 self.pool, self.settings, self.model, self.settings.language, prompt, door="vosk"
             )
-        except (UnknownModel, EngineError) as exc:
+        except (UnknownModel, EngineError, ServerBusy) as exc:  # busy: full or draining since the handshake
             logger.warning("vosk: could not start a live session: %s", exc)
             raise VoskFatal(f"cannot start recognition: {exc}") from exc
         self.live = live

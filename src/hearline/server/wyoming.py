@@ -37,7 +37,7 @@ from hearline.engines.base import EngineError, TranscribeOptions, UnsupportedOpt
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
-from hearline.server.live_socket import START_ERRORS, open_live_session
+from hearline.server.live_socket import START_ERRORS, admission_refusal, open_live_session
 from hearline.server.models_api import model_listing
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,9 @@ class _Connection:
 
     async def handle(self, event: Event) -> bool:
         """One event; False closes the connection."""
+        begins = Transcribe.is_type(event.type) or AudioStart.is_type(event.type)
+        if begins and self.session is None and await self._refused():
+            return False  # full or draining: refused before this request's session starts (describe still works)
         if Describe.is_type(event.type):
             try:
                 info = await describe(self.pool)
@@ -220,6 +223,17 @@ class _Connection:
             await self.stop()
         else:
             logger.debug("wyoming: ignoring event %r", event.type)
+        return True
+
+    async def _refused(self) -> bool:
+        """Full (``--max-sessions``) or draining: the ``error`` event (code ``max_sessions`` or ``draining``,
+        ``retry_after`` seconds) before the request's session starts; the caller closes the connection."""
+        refusal = admission_refusal(self.pool, self.settings)
+        if refusal is None:
+            return False
+        text = f"{refusal.message} (retry in {refusal.retry_after} s)"
+        event = WyomingError(text=text, code=refusal.reason).event()
+        await self.send(Event(type=event.type, data={**(event.data or {}), "retry_after": refusal.retry_after}))
         return True
 
     async def _set_format(self, rate: Any, width: Any, channels: Any) -> bool:

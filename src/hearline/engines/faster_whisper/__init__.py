@@ -38,6 +38,7 @@ from hearline.engines.faster_whisper.options import DEFAULTS_FILE, FALLBACK_TEMP
 from hearline.engines.faster_whisper.options import _transcribe_parameters as _transcribe_parameters
 from hearline.engines.faster_whisper.segments import _clamp as _clamp
 from hearline.engines.faster_whisper.segments import _convert as _convert
+from hearline.engines.faster_whisper.windows import WindowRequest, batch_key, decode_windows
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -49,6 +50,9 @@ __all__ = [
     "REQUIRED_FILES",
     "VOCABULARY_GLOB",
     "FasterWhisperEngine",
+    "WindowRequest",
+    "batch_key",
+    "decode_windows",
     "default_threads",
     "hub_offline",
     "hub_repo",

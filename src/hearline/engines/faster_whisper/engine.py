@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from hearline.config import Settings
+    from hearline.engines.faster_whisper.windows import WindowRequest
     from hearline.models.resolve import ModelSpec
 
 from hearline.engines.base import (
@@ -203,6 +205,23 @@ class FasterWhisperEngine(Engine):
             language_probability=float(info.language_probability) if info.language_probability is not None else None,
             duration=duration,
         )
+
+    @property
+    def parallel_calls(self) -> int:
+        """Batched calls that run at once: one per CTranslate2 replica."""
+        return self.num_workers
+
+    def window_key(self, options: TranscribeOptions) -> Hashable:
+        """Windows whose keys are equal may share one batched decode."""
+        from hearline.engines.faster_whisper.windows import batch_key
+
+        return batch_key(options)
+
+    def decode_windows(self, requests: Sequence[WindowRequest]) -> list[Transcript]:
+        """Several independent <= 30 s windows (e.g. from different sessions) in one batched decode."""
+        from hearline.engines.faster_whisper.windows import decode_windows
+
+        return decode_windows(self, requests)
 
     def close(self) -> None:
         self._closed.set()

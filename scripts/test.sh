@@ -11,5 +11,6 @@ fi
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e ".[test]"
 python3 -m ruff check src tests bench
+python3 -m ruff format --check src tests bench
 python3 -m mypy
 python3 -m pytest -q -p no:cacheprovider "$@"

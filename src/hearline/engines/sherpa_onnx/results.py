@@ -135,5 +135,3 @@ def _model_segments(result: Any, texts: list[str], offset_s: float, length_s: fl
             )
         )
     return segments
-
-

@@ -109,6 +109,26 @@ def test_a_batch_waits_for_admitted_jobs_that_have_not_submitted_yet() -> None:
     batcher.close()
 
 
+def test_a_thread_whose_batch_another_thread_took_goes_back_to_waiting() -> None:
+    run = _Recorder()
+    run.release.clear()
+    batcher: Batcher[str, str] = Batcher(run, key=lambda r: r[0], size=2, wait_s=0.3, parallel=2, busy=lambda: 9)
+    first, threads = _submit_all(batcher, [("x", Work.FINAL)])
+    assert run.entered.wait(30)  # thread 0 is inside a call; thread 1 starts for a and waits for a partner
+    results, more = _submit_all(batcher, [("a0", Work.PARTIAL)])
+    _wait_until(lambda: len(batcher._threads) == 2)
+    run.release.set()  # thread 0 comes back and waits for a partner to a0 too
+    _wait_until(lambda: first == {"x": "X"})
+    late, last = _submit_all(batcher, [("a1", Work.PARTIAL)])  # one thread takes both; the other finds nothing
+    for thread in threads + more + last:
+        thread.join(30)
+    threading.Event().wait(0.6)  # past the other thread's batch deadline
+    assert all(thread.is_alive() for thread in batcher._threads)
+    assert batcher.submit("y", Work.FINAL) == "Y"
+    assert results | late == {"a0": "A0", "a1": "A1"}
+    batcher.close()
+
+
 def test_a_lone_request_does_not_wait_for_a_batch() -> None:
     run = _Recorder()
     # the wait would be an hour, but nobody else is admitted: the call goes at once

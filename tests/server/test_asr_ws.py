@@ -581,7 +581,8 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
     for prefix in POOL_THREADS:
         assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= limit, prefix
     default_executor_limit = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default bound
-    assert sum(t.name.startswith(LOOP_THREADS) for t in threading.enumerate()) <= default_executor_limit
+    for prefix in LOOP_THREADS:  # one default executor per loop: the server's (uvloop) and the test's
+        assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= default_executor_limit, prefix
     after = _server_tasks(server)
     assert len(after) <= len(tasks)
     assert not [name for name in after if name.startswith(("live-", "hearline-translate"))]
@@ -592,7 +593,7 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
 
 
 POOL_THREADS = ("hearline-infer", "hearline-live")
-LOOP_THREADS = ("uvloop_", "asyncio_")  # the server loop's default executor (asyncio.to_thread)
+LOOP_THREADS = ("uvloop_", "asyncio_")  # the loops' default executors (asyncio.to_thread, getaddrinfo)
 
 
 def _threads_outside_the_pools() -> set[str]:

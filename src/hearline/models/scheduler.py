@@ -260,16 +260,19 @@ class Batcher(Generic[R, S]):
 
     def _take(self) -> list[_Pending[R, S]] | None:
         with self._cond:
-            while not self._pending:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = time.monotonic() + self.wait_s
-            while len(self._group()) < self.size and self._more_coming():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
+            while True:
+                while not self._pending:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                deadline = time.monotonic() + self.wait_s
+                while self._pending and len(self._group()) < self.size and self._more_coming():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        break
+                    self._cond.wait(remaining)
+                if self._pending:  # another thread may have taken them all while this one waited
                     break
-                self._cond.wait(remaining)
             group = self._group()
             for item in group:
                 self._pending.remove(item)

@@ -481,7 +481,7 @@ class _ScriptedEngine:
 
 
 def test_local_agreement_commits_trims_and_finalises() -> None:
-    from hearline.live.policies import LocalAgreementPolicy
+    from hearline.live.local_agreement import LocalAgreementPolicy
 
     seconds = 40
     engine = _ScriptedEngine(words=seconds * 2)

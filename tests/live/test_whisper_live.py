@@ -1,4 +1,4 @@
-"""Every live door on the real Whisper default (base): /asr, /stt, OpenAI Realtime, Vosk.
+"""Every live door on the real Whisper default (base): /asr, /stt, OpenAI Realtime, Vosk, Deepgram.
 
 Real clients (``websockets``, the ``openai`` SDK's Realtime client), real speech from ../shared/audio, streamed as
 fast as the server takes it (timestamps follow the audio clock).  Streaming WER is compared with the offline
@@ -238,4 +238,20 @@ async def test_no_speech_gives_no_words_on_any_live_door(
     assert await asr_lines(whisper_server, path) == []
     assert [m["text"] for m in await stt_finals(whisper_server, audio) if m["text"]] == []
     assert [r["text"] for r in await vosk_results(whisper_server, audio) if r["text"]] == []
+    # Realtime without turn detection and Deepgram without endpointing: the client ends the utterance, no
+    # VAD cut it, and no word may firm up in a partial either (Whisper writes "The End" over music).
     assert [e["transcript"] for e in await realtime_completed(whisper_server, [audio])] == [""]
+    assert [t for t in await deepgram_transcripts(whisper_server, audio) if t] == []
+
+
+async def deepgram_transcripts(server: ServerThread, audio: np.ndarray) -> list[str]:
+    """Every transcript, interim or final, of a Deepgram stream with endpointing off, ended by CloseStream."""
+    query = "?encoding=linear16&sample_rate=16000&endpointing=false&interim_results=true"
+    pcm = float_to_pcm16(audio)
+    async with connect(server.ws_url + "/v1/listen" + query) as ws:
+        for i in range(0, len(pcm), 3200):
+            await ws.send(pcm[i : i + 3200])
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        replies = [json.loads(m) async for m in ws]
+    assert replies[-1]["type"] == "Metadata"
+    return [r["channel"]["alternatives"][0]["transcript"] for r in replies if r["type"] == "Results"]

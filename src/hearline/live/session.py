@@ -145,7 +145,12 @@ class LiveSession(SessionInput, SessionDecoder):
         )
         transcribe = self.pool.transcriber(engine)  # batched with other sessions' decodes where the model can
         self._policy = choose_policy(
-            engine, transcribe_options, opts.partial_interval_s, prefer=opts.policy, transcribe=transcribe
+            engine,
+            transcribe_options,
+            opts.partial_interval_s,
+            prefer=opts.policy,
+            transcribe=transcribe,
+            segmented=opts.vad,
         )
         self._slot = self.pool.stream_slots.semaphore(engine) if self._policy.needs_lease else None
         self.engine = engine

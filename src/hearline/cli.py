@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_flags(serve)
     serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest accepted upload")
+    serve.add_argument("--max-audio-minutes", dest="max_audio_minutes", type=float, help="longest upload (0: any)")
     serve.add_argument("--api-key", dest="api_key", help="require this key (Bearer, X-API-Key or ?token=)")
     serve.add_argument("--cors-origins", dest="cors_origins", help="comma-separated allowed browser origins")
     serve.add_argument("--ssl-certfile", dest="ssl_certfile", type=Path, help="TLS certificate (https/wss)")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "batch_size", "batch_wait_ms",
     "model_dir", "config_file",
-    "offline", "log_level", "max_upload_mb", "api_key", "cors_origins", "ssl_certfile", "ssl_keyfile",
+    "offline", "log_level", "max_upload_mb", "max_audio_minutes", "api_key", "cors_origins",
+    "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
     "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions",
 )  # fmt: skip

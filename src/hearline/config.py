@@ -83,6 +83,9 @@ class Settings(BaseSettings):
 
     # -- REST --
     max_upload_mb: float = 200.0
+    # Longest audio an upload may decode to (0: no limit).  A small compressed file can claim hours;
+    # decoding stops at the limit, so one request holds at most this much audio in memory.
+    max_audio_minutes: float = Field(default=120.0, ge=0)
 
     # -- live --
     pcm_input: bool = False
@@ -150,6 +153,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_audio_seconds(self) -> float | None:
+        return self.max_audio_minutes * 60 or None
 
     @classmethod
     def settings_customise_sources(

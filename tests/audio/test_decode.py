@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hearline.audio.decode import (
     G711_TABLES,
     AudioDecodeError,
+    AudioTooLong,
     StreamResampler,
     decode_audio,
     float_to_pcm16,
@@ -121,6 +123,42 @@ def test_no_audio_stream_and_missing_file(media_dir: Path, tmp_path: Path) -> No
         decode_audio(str(media_dir / "silent.mp4"))
     with pytest.raises(AudioDecodeError):
         decode_audio(str(tmp_path / "absent.wav"))
+
+
+def test_a_decode_bomb_stops_at_the_limit_with_memory_bounded(tmp_path: Path) -> None:
+    """Three hours of silence compress to a small FLAC; decoding it whole would hold 690 MB of samples."""
+    bomb = tmp_path / "bomb.flac"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "10800", "-c:a", "flac", "-sample_fmt", "s16", str(bomb)
+    )
+    assert bomb.stat().st_size < 3 * 1024 * 1024
+    probe = (
+        "import resource, sys\n"
+        "from hearline.audio.decode import AudioTooLong, decode_audio\n"
+        "try:\n"
+        "    decode_audio(sys.argv[1], max_seconds=60)\n"
+        "except AudioTooLong as exc:\n"
+        "    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, check=True)
+    message, peak_mb = out.stdout.split("\n")[:2]
+    assert message == "the audio is longer than the limit of 60 s"
+    assert int(peak_mb) < 200, peak_mb  # measured 52 (the interpreter and PyAV); unbounded it is over 690
+    with pytest.raises(AudioTooLong):
+        decode_audio(GO_FORWARD.path.read_bytes(), max_seconds=2.0)
+    assert decode_audio(GO_FORWARD.path.read_bytes(), max_seconds=3.0).size > 2 * 16000  # under it: whole
+
+
+def test_a_file_claiming_a_tiny_sample_rate_is_refused() -> None:
+    """A WAV header saying 1 Hz: every sample would stand for 16000 of ours (hours from a few kilobytes)."""
+    pcm = np.zeros(16000, dtype="<i2").tobytes()
+    header = b"RIFF" + (36 + len(pcm)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (1).to_bytes(4, "little")  # PCM, mono, 1 Hz
+    header += (2).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + len(pcm).to_bytes(4, "little")
+    with pytest.raises(AudioDecodeError, match="unsupported sample rate 1 Hz"):
+        decode_audio(header + pcm)
 
 
 def test_truncated_files(media_dir: Path) -> None:

@@ -177,7 +177,7 @@ def test_validation_errors_use_the_envelope() -> None:
 # -- upload limit and disconnects -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_limit_server() -> Iterator[ServerThread]:
-    with running_server(Settings.load(max_upload_mb=0.25)) as srv:
+    with running_server(Settings.load(max_upload_mb=0.25, max_audio_minutes=0.1)) as srv:
         yield srv
 
 
@@ -189,6 +189,28 @@ def test_oversize_upload_is_413(small_limit_server: ServerThread) -> None:
     assert info.value.status_code == 413
     assert _envelope(info.value)["code"] == "file_too_large"
     _still_answers(client)
+
+
+def test_audio_longer_than_the_limit_is_a_clear_400_on_both_rest_doors(
+    small_limit_server: ServerThread, tmp_path: Path
+) -> None:
+    """A small file that decodes to more than --max-audio-minutes (here 6 s): refused, not transcribed."""
+    long = tmp_path / "long.flac"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "20",
+                    "-c:a", "flac", "-sample_fmt", "s16", str(long)], check=True)  # fmt: skip
+    assert long.stat().st_size < 0.25 * 1024 * 1024  # under the upload limit: only the duration refuses it
+    client = OpenAI(base_url=small_limit_server.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(model="whisper-1", file=long)
+    error = _envelope(info.value)
+    assert (error["code"], error["param"]) == ("audio_too_long", "file")
+    assert "6 s" in str(error["message"]) and "max-audio-minutes" in str(error["message"])
+    listen = small_limit_server.url + "/v1/listen"
+    for query, body in [("", long.read_bytes()), ("?encoding=mulaw&sample_rate=8000", b"\xff" * 8000 * 20)]:
+        response = httpx.post(listen + query, content=body, timeout=60)
+        assert response.status_code == 400, query
+        assert "longer than the limit of 6 s" in response.json()["err_msg"], query
+    _still_answers(client)  # a 2.8 s clip is under the limit
 
 
 def test_oversize_chunked_upload_is_413(small_limit_server: ServerThread) -> None:

@@ -19,21 +19,40 @@ from hearline.engines.base import SAMPLE_RATE
 logger = logging.getLogger(__name__)
 
 Source = str | PathLike[str] | bytes | bytearray | BinaryIO
+#: sample rates a file may declare (outside them it is not audio a recogniser can use, or an attack)
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 768000
 
 
 class AudioDecodeError(ValueError):
     """The input could not be turned into audio samples."""
 
 
+class AudioTooLong(AudioDecodeError):
+    """The input decodes to more audio than allowed: stopped when the limit is passed, so a small file that
+    claims hours (a decode bomb) holds at most the limit's samples in memory."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"the audio is longer than the limit of {limit_s:g} s")
+        self.limit_s = limit_s
+
+
+def check_duration(samples: int, sample_rate: int, max_seconds: float | None) -> None:
+    """Raise :class:`AudioTooLong` when ``samples`` at ``sample_rate`` pass ``max_seconds`` (None: no limit)."""
+    if max_seconds is not None and samples > max_seconds * sample_rate:
+        raise AudioTooLong(max_seconds)
+
+
 def decode_audio(
     source: Source,
     sample_rate: int = SAMPLE_RATE,
     split_stereo: bool = False,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Decode the first audio stream of ``source``.
 
     Returns a float32 array of shape ``(n,)``; with ``split_stereo`` a ``(channels, n)`` array with each
     channel kept apart (a mono input gives one row), for per-speaker transcription of stereo calls.
+    ``max_seconds`` bounds the decoded duration (:class:`AudioTooLong` as soon as it is passed).
     """
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -57,6 +76,7 @@ def decode_audio(
         layout = "stereo" if split_stereo and channels >= 2 else "mono"
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
         chunks: list[np.ndarray] = []
+        decoded = 0  # samples per channel so far
         errors = 0
         try:
             for packet in container.demux(stream):
@@ -71,10 +91,18 @@ def decode_audio(
                     continue
                 for frame in frames:
                     frame.pts = None
+                    rate = frame.sample_rate
+                    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+                        raise AudioDecodeError(f"unsupported sample rate {rate} Hz")
+                    # checked before resampling: one frame at a tiny rate can stand for hours at ours
+                    check_duration(decoded + frame.samples * sample_rate // rate, sample_rate, max_seconds)
                     for out in resampler.resample(frame):
                         chunks.append(out.to_ndarray())
+                        decoded += out.samples
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray())
+                decoded += out.samples
+            check_duration(decoded, sample_rate, max_seconds)
         except av.error.FFmpegError as exc:
             if not chunks:
                 raise AudioDecodeError(f"the audio data is corrupt: {_describe(exc)}") from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from typing import Any
@@ -27,7 +28,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from hearline.audio.decode import AudioDecodeError, decode_audio, resample
+from hearline.audio.decode import AudioDecodeError, check_duration, decode_audio, resample
 from hearline.audio.raw_stream import RawStream, is_wav_start, parse_wav_header
 from hearline.audio.stream import StreamDecodeError, StreamDecoder
 from hearline.engines.base import SAMPLE_RATE, TranscribeOptions
@@ -329,7 +330,8 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
         return _error(400, "the request body is empty; send the audio as the body")
     try:
         engine = await pool.get(params.model)
-        audio = await asyncio.get_running_loop().run_in_executor(None, _decode, body, params)
+        decode = functools.partial(_decode, body, params, settings.max_audio_seconds)
+        audio = await asyncio.get_running_loop().run_in_executor(None, decode)
         options = TranscribeOptions(
             language=params.language, word_timestamps=engine.capabilities.word_timestamps, hotwords=params.prompt
         )
@@ -354,8 +356,10 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
     return JSONResponse({"metadata": stream.metadata(transcript.duration), "results": results})
 
 
-def _decode(body: bytes, params: ListenParams) -> np.ndarray:
+def _decode(body: bytes, params: ListenParams, max_seconds: float | None) -> np.ndarray:
     raw = _raw_stream(params)
     if raw is not None:
-        return resample(raw.push(body), raw.sample_rate)
-    return decode_audio(body)
+        samples = raw.push(body)
+        check_duration(samples.size, raw.sample_rate, max_seconds)
+        return resample(samples, raw.sample_rate)
+    return decode_audio(body, max_seconds=max_seconds)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hearline.audio.decode import AudioDecodeError
+from hearline.audio.decode import AudioDecodeError, AudioTooLong
 from hearline.engines.base import EngineError, ModelFilesMissing, UnsupportedOption
 from hearline.languages import UnknownLanguage
 from hearline.models.download import ModelUnavailable
@@ -96,6 +96,10 @@ def to_api_error(exc: Exception) -> APIError:
         return APIError(503, str(exc), type="server_error", param="model", code="model_unavailable")
     if isinstance(exc, ModelFilesMissing):
         return APIError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, AudioTooLong):
+        return APIError(
+            400, f"{exc}; send a shorter file (see --max-audio-minutes)", param="file", code="audio_too_long"
+        )
     if isinstance(exc, AudioDecodeError):
         return APIError(400, f"could not decode the audio file: {exc}", param="file", code="invalid_audio")
     if isinstance(exc, UnsupportedOption):

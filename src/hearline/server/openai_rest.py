@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import threading
@@ -70,7 +71,8 @@ async def _handle(request: Request, task: Task) -> Response:
         engine = await pool.get(req.model)
         engine.check_options(req.options)  # e.g. translate on an English-only model: 400 before decoding
         loop = asyncio.get_running_loop()
-        audio = await loop.run_in_executor(None, decode_audio, req.upload.file)
+        decode = functools.partial(decode_audio, req.upload.file, max_seconds=settings.max_audio_seconds)
+        audio = await loop.run_in_executor(None, decode)
     finally:
         await form.close()  # the spooled upload is no longer needed once decoded
     request.app.state.metrics.audio_received("rest", len(audio) / SAMPLE_RATE)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import websockets
 import yaml
 
 from hearline.config import Settings
 from tests.fileserver import FileServer, file_server, make_tar_bz2
-from tests.helpers import clip, running_server
+from tests.helpers import clip, eventually, pcm16, running_server
 
 SUBDIR = "sherpa-onnx-api-test"
 ARCHIVE = make_tar_bz2({f"{SUBDIR}/model.int8.onnx": b"m" * 200_000, f"{SUBDIR}/tokens.txt": b"<blk> 0\n"})
@@ -155,3 +158,30 @@ def test_failed_auto_download_is_503_unknown_and_offline_are_404(
         error = missing.response.json()["error"]
         assert error["code"] == "model_not_found" and "offline mode is on" in error["message"]
     assert len(files.state.gets("/moved-away.tar.bz2")) == 1  # offline: not asked again
+
+
+async def test_a_model_in_use_by_a_live_session_is_not_unloaded(tmp_path: Path) -> None:
+    """DELETE during a live session: 409, and the session goes on to its final; once it ends, 200."""
+    with running_server(Settings.load(model_dir=tmp_path / "models", model="pocketsphinx")) as server:
+        pool = server.config.app.state.pool
+        async with websockets.connect(server.ws_url + "/stt") as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ws.send(json.dumps({"command": "start"}))
+            pcm = pcm16("en_pocketsphinx_goforward")
+            await ws.send(pcm[: len(pcm) // 2])
+            await asyncio.to_thread(eventually, lambda: pool.users_of("pocketsphinx") == 1)
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                refused = await client.delete("/v1/models/pocketsphinx")
+                assert refused.status_code == 409
+                error = refused.json()["error"]
+                assert error["code"] == "model_in_use" and "1 live session" in error["message"]
+                assert (await client.delete("/v1/models/pocketsphinx?remove=true")).status_code == 409
+            await ws.send(pcm[len(pcm) // 2 :])
+            await ws.send(json.dumps({"command": "stop"}))
+            while (message := json.loads(await asyncio.wait_for(ws.recv(), 60)))["type"] != "final":
+                assert message["type"] != "error", message
+            assert "forward" in message["text"].lower()
+        await asyncio.to_thread(eventually, lambda: pool.users_of("pocketsphinx") == 0)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            unloaded = await client.delete("/v1/models/pocketsphinx")
+        assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True

@@ -154,6 +154,7 @@ class LiveSession(SessionInput, SessionDecoder):
         )
         self._slot = self.pool.stream_slots.semaphore(engine) if self._policy.needs_lease else None
         self.engine = engine
+        self.pool.engine_users.add(self)
         self._started = True
         self._tasks = [
             asyncio.create_task(self._input_loop(), name="live-input"),
@@ -270,6 +271,7 @@ class LiveSession(SessionInput, SessionDecoder):
         if self._closed:
             return
         self._closed = True
+        self.pool.engine_users.discard(self)
         self._space.set()  # a push waiting on backpressure returns
         tasks = [*self._tasks, *self._finals, *self._guesses]
         for task in tasks:

@@ -95,6 +95,8 @@ class ModelPool:
         self.downloads = DownloadManager(settings)
         self.stream_slots = StreamSlots()  # open live utterances per engine that declares a limit
         self.live_sessions: weakref.WeakSet[Any] = weakref.WeakSet()  # open sessions of the doors (drain)
+        # every started live session, captions too (anything with an ``engine``): its model stays loaded
+        self.engine_users: weakref.WeakSet[Any] = weakref.WeakSet()
         self.draining = False  # True: new live sessions are refused (graceful drain)
         self._reaper: asyncio.Task[None] | None = None
 
@@ -190,7 +192,7 @@ class ModelPool:
             if self._used_bytes() <= budget:
                 break
             slot = self._slots[name]
-            if name == keep or slot.engine is None or slot.active:
+            if name == keep or slot.engine is None or slot.active or self.users_of(name):
                 continue
             logger.info("unloading %s to stay within the %d MB memory budget", name, self.settings.memory_budget_mb)
             self._unload(slot, reason="budget")
@@ -229,6 +231,8 @@ class ModelPool:
         unloaded = []
         for name, slot in list(self._slots.items()):
             if slot.engine is None or slot.active or slot.waiting or name == default or slot.load_lock.locked():
+                continue
+            if self.users_of(name):  # a live session between utterances is not idle
                 continue
             if now - slot.last_used >= idle_s:
                 logger.info("unloading %s: idle for %.0fs", name, now - slot.last_used)
@@ -286,7 +290,12 @@ class ModelPool:
         """Jobs waiting at and admitted by each loaded model's gates: ``{model: (waiting, running)}``."""
         return {name: (slot.waiting, slot.active) for name, slot in self._slots.items() if slot.lanes is not None}
 
+    def users_of(self, name: str) -> int:
+        """Started live sessions decoding with the loaded model ``name``."""
+        return sum(1 for user in list(self.engine_users) if getattr(user.engine, "name", None) == name)
+
     async def unload(self, name: str) -> bool:
+        """Unload the model ``name``: the caller checks :meth:`users_of` first (sessions would lose it)."""
         spec = self.resolve(name)
         slot = self._slots.get(spec.name)
         if slot is None or slot.engine is None:

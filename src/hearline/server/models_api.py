@@ -5,9 +5,9 @@ and Hearline's extras: ``status`` (``loaded`` | ``installed`` | ``downloading`` 
 ``languages``, ``size_bytes``, ``memory_mb``, ``streaming``, ``default``, ``checksum`` (null when none is
 published, as for the sherpa-onnx archives) with ``verification`` saying how a download is checked then,
 and, while a download runs or after it failed, ``download`` progress.  ``POST /v1/models/{id}`` starts a
-download (202; poll with GET); ``DELETE /v1/models/{id}`` unloads, and with ``?remove=true`` also deletes
-the files.  Both change the server: they need the API key when one is set (``ApiKeyMiddleware``), and
-without a key only clients on this machine (loopback) may call them.
+download (202; poll with GET); ``DELETE /v1/models/{id}`` unloads (409 while live sessions use it),
+and with ``?remove=true`` also deletes the files.  Both change the server: they need the API key when one
+is set (``ApiKeyMiddleware``), and without a key only clients on this machine (loopback) may call them.
 """
 
 from __future__ import annotations
@@ -243,6 +243,10 @@ async def delete_model(model_id: str, request: Request, remove: bool = False) ->
     pool: ModelPool = request.app.state.pool
     settings: Settings = request.app.state.settings
     entry, _spec = await asyncio.to_thread(_lookup, pool, model_id)
+    users = pool.users_of(entry.name)
+    if users:
+        raise APIError(409, f"model {entry.name!r} is in use by {users} live session(s); unload it when they end",
+                       param="model", code="model_in_use")  # fmt: skip
     unloaded = await pool.unload(entry.name)
     removed = False
     if remove:

@@ -16,6 +16,7 @@ code    HTTP    meaning
 40001   400     unknown ``source``
 40002   400     unknown language code in ``lang_from`` / ``lang_to``
 40003   400     the model cannot do that (e.g. ``lang_from=de`` with an English-only model)
+40004   400     a body that is not a JSON object or a form (malformed, nested too deep, over 64 KiB)
 40101   401     missing/wrong API key (when the server has one)
 40401   404     unknown model name or path
 50301   503     no audio device: no sound server reachable, or ``device`` does not exist
@@ -37,11 +38,14 @@ import asyncio
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from hearline import languages
 from hearline.live.captions_events import CaptionsStatus, Refusal, StartRefused, StartRequest
@@ -57,6 +61,8 @@ START_FIELDS = ("source", "device", "model", "lang_from", "lang_to")
 
 # The documented answer codes (table above): code and HTTP status of each refusal.
 OK = 0
+BAD_BODY = 40004
+MAX_BODY_BYTES = 64 * 1024  # /start takes five short fields
 UNAUTHORIZED = 40101
 REFUSALS: dict[Refusal, tuple[int, int]] = {
     Refusal.BAD_SOURCE: (40001, 400),
@@ -108,21 +114,51 @@ def _service(request: Request) -> SSECaptionService:
     return get_service(request.app.state)
 
 
+class BadBody(ValueError):
+    """A /start body that cannot be read as its parameters."""
+
+
+async def _body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadBody(f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    return bytes(body)
+
+
 async def _params(request: Request) -> dict[str, str]:
     """Query parameters, overridden by a form or JSON body on POST."""
     params = {k: v for k, v in request.query_params.items() if k in START_FIELDS}
-    if request.method == "POST":
-        ctype = request.headers.get("content-type", "")
-        if "application/json" in ctype:
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                body = None
-            if isinstance(body, dict):
-                params.update({k: str(v) for k, v in body.items() if k in START_FIELDS and v is not None})
-        elif "form" in ctype:
-            form = await request.form()
-            params.update({k: str(v) for k, v in form.items() if k in START_FIELDS})
+    if request.method != "POST":
+        return params
+    ctype = request.headers.get("content-type", "")
+    if "multipart/form-data" in ctype:
+        try:
+            form = await request.form(max_files=0, max_fields=64)
+        except (MultiPartException, HTTPException) as exc:
+            raise BadBody(f"the request body is not a valid form: {getattr(exc, 'message', None) or exc}") from exc
+        params.update({k: v for k, v in form.items() if k in START_FIELDS and isinstance(v, str)})
+        return params
+    raw = await _body(request)
+    if "application/json" in ctype:
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except RecursionError as exc:  # "[[[[..."
+            raise BadBody("the request body is not valid JSON: nested too deep") from exc
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8
+            raise BadBody(f"the request body is not valid JSON: {str(exc)[:200]}") from exc
+        if not isinstance(body, dict):
+            raise BadBody("the request body must be a JSON object of parameters")
+        params.update({k: str(v) for k, v in body.items() if k in START_FIELDS and v is not None})
+    elif "x-www-form-urlencoded" in ctype:
+        try:
+            fields = urllib.parse.parse_qsl(raw.decode(), strict_parsing=bool(raw), max_num_fields=64)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadBody(f"the request body is not a valid form: {exc}") from exc
+        params.update({k: v for k, v in fields if k in START_FIELDS})
+    elif raw.strip():
+        raise BadBody(f"unsupported body type {ctype or 'none'!r}; send JSON, a form, or query parameters")
     return params
 
 
@@ -130,7 +166,11 @@ async def _params(request: Request) -> dict[str, str]:
 async def start(request: Request) -> JSONResponse:
     if not is_authorized(request, request.app.state.settings.api_key):
         return _unauthorized()
-    params = await _params(request)
+    try:
+        params = await _params(request)
+    except BadBody as exc:
+        logger.info("captions /start refused (%d): %s", BAD_BODY, exc)
+        return _answer(BAD_BODY, str(exc), status_data(_service(request).status()), 400)
     start_request = StartRequest(
         source=params.get("source") or "system",
         model=params.get("model") or None,

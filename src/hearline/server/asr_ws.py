@@ -67,7 +67,7 @@ from hearline.server.asr_wire import (
     parse_params,
 )
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import open_live_session, refuse_handshake
+from hearline.server.live_socket import frame_error, open_live_session, refuse_handshake
 
 # the wire model is re-exported: tests and clients import it from here
 __all__ = [
@@ -258,7 +258,10 @@ class _Connection:
         if message["type"] == "websocket.disconnect":
             raise _ClientGone
         if message.get("bytes") is not None:
-            return message["bytes"]
+            if (error := frame_error(len(message["bytes"]))) is None:
+                return message["bytes"]
+            await self._send({"type": "error", "error": error})
+            return None
         await self._send(
             {"type": "error", "error": "text frames are not part of this protocol; send binary audio frames"}
         )

@@ -48,7 +48,7 @@ from hearline.server.deepgram_wire import (
     utterance_end,
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, to_api_error
-from hearline.server.live_socket import START_ERRORS, open_live_session, refuse_handshake
+from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,9 @@ class _Connection:
 
     async def on_audio(self, data: bytes) -> None:
         if self.audio_failed:
+            return
+        if (error := frame_error(len(data))) is not None:
+            await self.send(error_message(error))
             return
         self.stream.sha256.update(data)
         try:

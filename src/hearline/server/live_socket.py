@@ -45,6 +45,20 @@ START_ERRORS = (UnknownModel, EngineError, ServerBusy, OSError)
 REFUSAL_STATUS = 503
 #: seconds a client refused for ``--max-sessions`` is told to wait (``Retry-After``)
 SESSION_LIMIT_RETRY_S = 2.0
+#: largest binary audio frame a live door takes (vosk-server's limit too: websockets' default).  At the
+#: lowest accepted rate that is two minutes of audio, so one frame's samples stay a few MB whatever its rate.
+MAX_AUDIO_FRAME_BYTES = 1 << 20
+
+
+def frame_error(size: int) -> str | None:
+    """The error a door answers (in its shape) for a binary frame of ``size`` bytes, dropping it; None: fine."""
+    if size <= MAX_AUDIO_FRAME_BYTES:
+        return None
+    return (
+        f"a binary frame of {size} bytes is over the limit of {MAX_AUDIO_FRAME_BYTES} bytes (1 MiB); "
+        "it was dropped: send the audio in smaller chunks"
+    )
+
 
 #: sessions of each pool between the admission check and their start's end (counted against the limit)
 _starting: weakref.WeakKeyDictionary[ModelPool, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()

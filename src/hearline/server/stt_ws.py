@@ -37,7 +37,7 @@ from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import START_ERRORS, open_live_session, refuse_handshake
+from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,10 @@ async def serve_stt(ws: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("bytes") is not None:
-                await conn.on_audio(message["bytes"])
+                if (error := frame_error(len(message["bytes"]))) is not None:
+                    await conn.error(error)
+                else:
+                    await conn.on_audio(message["bytes"])
             elif message.get("text") is not None:
                 await conn.on_text(message["text"])
     except (WebSocketDisconnect, RuntimeError, OSError) as exc:

@@ -37,7 +37,7 @@ from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStar
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import open_live_session, refuse_handshake
+from hearline.server.live_socket import frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,8 @@ class VoskConnection:
             self.model = name
 
     async def _audio(self, data: bytes) -> None:
+        if (error := frame_error(len(data))) is not None:
+            raise VoskInputError(error)
         data = self.carry + data
         usable = len(data) - len(data) % 2
         self.carry = data[usable:]

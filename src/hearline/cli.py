@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_flags(serve)
     serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest accepted upload")
+    serve.add_argument(
+        "--live-idle-timeout", dest="live_idle_timeout_s", type=float, help="close a silent live socket (s; 0: never)"
+    )
+    serve.add_argument(
+        "--upload-timeout", dest="upload_timeout_s", type=float, help="408 when an upload stalls this long (s)"
+    )
     serve.add_argument("--max-audio-minutes", dest="max_audio_minutes", type=float, help="longest upload (0: any)")
     serve.add_argument("--api-key", dest="api_key", help="require this key (Bearer, X-API-Key or ?token=)")
     serve.add_argument("--cors-origins", dest="cors_origins", help="comma-separated allowed browser origins")
@@ -121,7 +127,8 @@ _SETTINGS_KEYS = (
     "offline", "log_level", "max_upload_mb", "max_audio_minutes", "api_key", "cors_origins",
     "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
-    "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions",
+    "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions", "live_idle_timeout_s",
+    "upload_timeout_s",
 )  # fmt: skip
 
 

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     vad_silence_ms: int = 500
     max_utterance_s: float = 15.0
     ping_interval_s: float = 15.0
+    # A live WebSocket with no message from its client for this long is closed (0: never).
+    live_idle_timeout_s: float = Field(default=300.0, ge=0)
+    # An upload whose body stops arriving for this long between chunks is answered 408 (0: never).
+    upload_timeout_s: float = Field(default=60.0, ge=0)
     asr_max_lines: int = Field(default=1000, ge=1)  # /asr transcript lines kept per session (bounded memory)
     # Open live sessions (every door together) before a new one is refused at the handshake (503 +
     # Retry-After, so a load balancer retries another replica); 0: no limit.  32 by default: a live
@@ -105,6 +109,7 @@ class Settings(BaseSettings):
     capture_retry_max_s: float = 10.0  # reconnect backoff ceiling after a lost device
     captions_backlog: int = 500  # events kept for Last-Event-ID resumption
     captions_subscriber_queue: int = 256  # events buffered per SSE subscriber before it is dropped as too slow
+    captions_max_subscribers: int = Field(default=100, ge=1)  # /events streams open at once; more get 503
     translator: Literal["auto", "whisper", "ctranslate2", "libretranslate", "openai", "none"] = "auto"
     translate_url: str | None = None  # LibreTranslate base URL or OpenAI-compatible base URL (…/v1)
     translate_api_key: str | None = None

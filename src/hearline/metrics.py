@@ -10,12 +10,15 @@ Names (all prefixed ``hearline_``):
 
 * ``live_sessions_open{door,model}`` (gauge), ``live_sessions_opened_total{door,model}`` (counter)
 * ``audio_received_seconds_total{door}``: seconds of audio received: by live sessions as it arrives
-  (``door``: ``stt``, ``asr``, ``vosk``, ``wyoming``, ``deepgram``, ``realtime``) and by REST uploads (``rest``)
+  (``door``: ``stt``, ``asr``, ``vosk``, ``wyoming``, ``deepgram``, ``realtime``, ``captions``) and by uploads
+  (``rest``; Deepgram's pre-recorded ``/v1/listen`` counts under ``deepgram``)
 * ``rest_requests_total{method,endpoint,status}``: HTTP requests by route template
 * ``inference_seconds{model,kind}`` (histogram): time in a worker thread per pool job; ``kind`` is the
   scheduler's kind of work (``partial``, ``stream_step``, ``final``, ``speculative_final``, ``request``,
   ``translation``)
 * ``work_waiting{model}``, ``work_running{model}`` (gauges): pool jobs waiting at / admitted by the gates
+* ``window_batches_total{model,size}``: batched window decodes run (live sessions' Whisper windows decoded
+  together), by batch size; since the model was loaded
 * ``model_loads_total{model}``, ``model_load_seconds_total{model}``, ``model_evictions_total{model,reason}``
   (``reason``: ``budget`` | ``idle`` | ``request``)
 * ``work_refused_total{model,kind}``: pool jobs refused by a busy model (what a REST 429 or a skipped
@@ -49,6 +52,8 @@ class CountedSession(Protocol):
 
 #: a pool's jobs per model: ``{model: (waiting, running)}``
 WorkSource = Callable[[], Mapping[str, tuple[int, int]]]
+#: a pool's batched calls per model: ``{model: {batch size: calls}}``
+BatchSource = Callable[[], Mapping[str, Mapping[int, int]]]
 
 
 class Metrics:
@@ -94,6 +99,8 @@ class Metrics:
         self._work = _WorkCollector()
         reg.register(self._live)
         reg.register(self._work)
+        self._batches = _BatchCollector()
+        reg.register(self._batches)
 
     # -- live sessions ----------------------------------------------------------------------------
     def session_opened(self, door: str, model: str, session: CountedSession) -> None:
@@ -111,6 +118,10 @@ class Metrics:
     def watch_work(self, source: WorkSource) -> None:
         """Report ``source()`` (a pool's waiting and running jobs per model) at every scrape."""
         self._work.source = source
+
+    def watch_batches(self, source: BatchSource) -> None:
+        """Report ``source()`` (a pool's batched window decodes per model and size) at every scrape."""
+        self._batches.source = source
 
     def inference(self, model: str, kind: str, seconds: float) -> None:
         self.inference_seconds.labels(model, kind).observe(seconds)
@@ -209,4 +220,31 @@ class _WorkCollector(Collector):
         return (
             GaugeMetricFamily(PREFIX + "work_waiting", "Pool jobs waiting for a worker, by model", labels=["model"]),
             GaugeMetricFamily(PREFIX + "work_running", "Pool jobs running, by model", labels=["model"]),
+        )
+
+
+class _BatchCollector(Collector):
+    """Batched window decodes by model and batch size, read from the pool's batchers at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: BatchSource | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        (batches,) = self._families()
+        for model, sizes in sorted((self.source() if self.source else {}).items()):
+            for size, calls in sorted(sizes.items()):
+                batches.add_metric([model, str(size)], calls)
+        return [batches]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                PREFIX + "window_batches",
+                "Batched window decodes run, by model and batch size",
+                labels=["model", "size"],
+            ),
         )

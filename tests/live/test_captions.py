@@ -9,6 +9,7 @@ correlates 0.92 with the file).  Bounds leave room for scheduling noise on a sha
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import threading
@@ -22,9 +23,19 @@ import pytest
 
 from hearline.config import Settings
 from hearline.server.app import create_app
-from hearline.server.captions import standalone_app
+from hearline.server.captions import get_service, standalone_app
 from hearline.server.captions_sse import EventHub, Message
-from tests.helpers import PulseDaemon, ServerThread, clip, english_dictionary, normalize, wer
+from tests.helpers import (
+    PulseDaemon,
+    ServerThread,
+    clip,
+    english_dictionary,
+    eventually,
+    metric,
+    normalize,
+    scrape,
+    wer,
+)
 
 pytestmark = pytest.mark.audio_device
 
@@ -239,6 +250,39 @@ def test_start_restarts_and_stop_when_stopped_is_not_an_error(server: ServerThre
     status, body = call(server, "/stop")
     assert (status, body["code"], body["message"]) == (200, 0, "not running")
     assert body["data"]["running"] is False
+
+
+def test_captions_sessions_are_in_the_metrics(server: ServerThread) -> None:
+    before = scrape(server.url)
+    received = "hearline_audio_received_seconds_total"
+    assert call(server, "/start", source="system")[1]["code"] == 0
+    during = scrape(server.url)
+    # the monitor of the idle null sink delivers silence: audio arrives all the same
+    eventually(lambda: metric(scrape(server.url), received, door="captions") > 0, 60, "captured audio")
+    assert call(server, "/stop")[1]["message"] == "stopped"
+    after = scrape(server.url)
+    opened = "hearline_live_sessions_opened_total"
+    assert metric(after, opened, door="captions") == metric(before, opened, door="captions") + 1
+    assert metric(during, "hearline_live_sessions_open", door="captions") == 1
+    assert metric(after, "hearline_live_sessions_open", door="captions") == 0
+    assert metric(after, received, door="captions") > metric(before, received, door="captions")
+
+
+def test_stop_during_a_slow_start_answers_at_once_and_the_start_is_abandoned(server: ServerThread) -> None:
+    """/stop while /start loads Whisper base: the start is cancelled (409 40901), nothing runs afterwards,
+    and the service takes the next /start and /stop as usual."""
+    service = get_service(server.config.app.state)
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        starting = executor.submit(call, server, "/start", source="system", model="base")
+        eventually(lambda: service.starting, 60, "the start to be under way")
+        stopped = call(server, "/stop")
+        assert stopped[0] == 200 and stopped[1]["code"] == 0 and stopped[1]["data"]["running"] is False
+        status, body = starting.result(timeout=120)
+    assert (status, body["code"]) == (409, 40901) and "/stop" in body["message"]
+    assert not service.running and not service.starting
+    assert not server.config.app.state.pool.engine_users  # the abandoned start's session was closed
+    assert call(server, "/start", source="system")[1]["code"] == 0
+    assert call(server, "/stop")[1]["message"] == "stopped"
 
 
 @pytest.mark.parametrize(

@@ -371,28 +371,6 @@ async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: Mo
     assert results[0.3][0] > 0  # 1 s blocks arrive faster than 0.3 s behind allows
 
 
-async def test_leasing_the_last_idle_decoder_starts_a_spare(pool: ModelPool) -> None:
-    """With live streams in use, the next lease finds a decoder already loading instead of starting a
-    process and waiting for it; offline requests alone keep no spare."""
-    engine = await pool.get(None)
-    one = engine.memory_bytes()  # the decoder started at load time
-    offline = await pool.run(engine, engine.transcribe, np.zeros(1600, dtype=np.float32), TranscribeOptions())
-    assert offline.text == "" and engine.memory_bytes() == one
-    engine.open_stream(TranscribeOptions(language="en")).close()
-
-    def lease_twice() -> tuple[int, int, object]:
-        with engine.lease():
-            with_spare = engine.memory_bytes()
-            with engine.lease() as spare:
-                return with_spare, engine.memory_bytes(), spare.call("decode", b"\0\0" * 1600)
-
-    with_spare, with_two, silence = await asyncio.to_thread(lease_twice)
-    assert with_spare == 2 * one  # a spare is loading while the first decoder is leased
-    assert with_two == 3 * one  # leasing the spare starts the next one
-    assert silence == []  # the spare works (its first call waited for the load)
-    assert engine.leases_in_use == 0
-
-
 async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: ModelPool) -> None:
     """While finals or requests hold every batch slot, partial decoding would take CPU from them: partial
     steps pass over their audio instead, and the final (queued until a slot frees) still covers all of it."""

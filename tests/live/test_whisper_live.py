@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
 from tests.audio.test_stream_decode import browser_chunks, browser_webm
-from tests.helpers import ServerThread, clip, english_dictionary, normalize, wer
+from tests.helpers import ServerThread, clip, english_dictionary, normalize, scrape, wer
 from tests.server.test_asr_ws import concatenated_wav, final_text, updates_of
 
 TWO_CLIPS = ("en_fw_jfk", "en_ljspeech_LJ001-0005")
@@ -138,6 +138,19 @@ async def stt_finals(server: ServerThread, audio: np.ndarray) -> list[dict[str, 
             messages.append(json.loads(await asyncio.wait_for(ws.recv(), 300)))
     assert not [m for m in messages if m["type"] == "error"], messages
     return [m for m in messages if m["type"] == "final"]
+
+
+async def test_live_window_decodes_go_through_the_batcher_and_its_metrics(whisper_server: ServerThread) -> None:
+    """Partial passes of live Whisper sessions are window decodes the scheduler's Batcher runs (alone or with
+    other sessions'): /metrics counts them by batch size."""
+
+    def batches() -> float:
+        samples = scrape(whisper_server.url)
+        return sum(v for (name, _), v in samples.items() if name == "hearline_window_batches_total")
+
+    before = batches()
+    await stt_finals(whisper_server, audio_of(TWO_CLIPS[:1]))
+    assert batches() > before
 
 
 async def test_stt_stream_matches_offline(whisper_server: ServerThread) -> None:

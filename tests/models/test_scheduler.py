@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,6 +140,42 @@ async def test_speculative_work_runs_only_on_spare_capacity(tmp_path: Path) -> N
         assert await pool.run(engine, lambda: "rest") == "rest"  # a request still gets that slot
         unblock.set()
         assert await final == "final"
+    finally:
+        unblock.set()
+        await pool.close()
+
+
+def test_expected_wait_is_the_queue_ahead_at_the_recent_job_length() -> None:
+    gate = PriorityGate(2)
+    assert gate.expected_wait() == 1.0  # nothing observed yet
+    for seconds in (10.0, 10.0, 10.0):
+        gate.observe(seconds)
+    assert gate.expected_wait() == pytest.approx(5.0)  # this job alone, two places each freeing every 10 s
+    gate.observe(20.0)
+    assert 10.0 < gate.expected_wait() * 2 < 20.0  # a running mean: recent jobs count more
+
+
+async def test_a_refusal_says_how_long_the_queue_really_is(tmp_path: Path) -> None:
+    """One place, no queue, jobs of 1.5 s: the refused request is told the job's length, not a fixed second."""
+    pool = ModelPool(_settings(tmp_path, ["a"], workers=1, max_concurrency_per_model=1, max_queue_per_model=0))
+    engine = await pool.get("a")
+    job, started, unblock = _blocking("done")
+    try:
+        before = time.perf_counter()
+        running = asyncio.create_task(pool.run(engine, job))
+        await asyncio.to_thread(started.acquire, True, 5)
+        await asyncio.sleep(1.5)
+        unblock.set()
+        assert await running == "done"  # a job that held the place at least 1.5 s
+        held_at_most = time.perf_counter() - before
+        unblock.clear()
+        running = asyncio.create_task(pool.run(engine, job))
+        await asyncio.to_thread(started.acquire, True, 5)
+        with pytest.raises(ServerBusy) as refused:
+            await pool.run(engine, job)
+        assert 1.5 <= refused.value.retry_after <= held_at_most  # one job ahead, one place: its length
+        unblock.set()
+        assert await running == "done"
     finally:
         unblock.set()
         await pool.close()

@@ -6,10 +6,16 @@ capture is touched (no audio device is needed), and parameters that do parse rea
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
+from pathlib import Path
+
 import httpx
 import pytest
 
-from tests.helpers import ServerThread
+from hearline.config import Settings
+from tests.helpers import ServerThread, eventually, running_server
 
 
 @pytest.mark.parametrize(
@@ -45,3 +51,23 @@ def test_parameters_from_every_body_kind_reach_validation(server: ServerThread) 
     ]
     for answer in answers:
         assert answer.status_code == 400 and answer.json()["code"] == 40001, answer.text
+
+
+def test_events_subscribers_are_capped(tmp_path: Path) -> None:
+    settings = Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", captions_max_subscribers=2)
+    with running_server(settings) as server, contextlib.ExitStack() as streams:
+        url = server.url + "/events"
+        lines = []
+        for _ in range(2):
+            response = streams.enter_context(httpx.stream("GET", url, timeout=30))
+            lines.append(response.iter_lines())  # kept: a dropped iterator closes its stream
+            assert response.status_code == 200 and "event: open" in itertools.islice(lines[-1], 4)
+        with httpx.stream("GET", url, timeout=30) as refused:
+            assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+            body = json.loads(refused.read())
+        assert body["code"] == 50303 and "2 subscribers" in body["message"]
+        streams.close()  # both leave: places free again (the server notices at its next ping)
+        hub = server.config.app.state.captions.hub
+        eventually(lambda: hub.subscribers == 0, 30, "the subscribers to be forgotten")
+        with httpx.stream("GET", url, timeout=30) as again:
+            assert again.status_code == 200

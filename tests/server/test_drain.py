@@ -105,6 +105,9 @@ async def test_sigterm_sends_the_finals_of_what_was_sent_then_exits(tmp_path: Pa
         stt_messages, dg_messages = await asyncio.wait_for(
             asyncio.gather(until_closed(stt), until_closed(deepgram)), 60
         )
+        # closed as "going away" (reconnect elsewhere), not uvicorn's 1012 at shutdown
+        assert (stt.close_code, deepgram.close_code) == (1001, 1001)
+        assert stt.close_reason == "server shutting down"
         exit_code = await asyncio.to_thread(process.wait, 60)
     finally:
         if process.poll() is None:

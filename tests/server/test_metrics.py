@@ -58,6 +58,8 @@ def test_counters_follow_rest_and_live_traffic(metrics_server: ServerThread) -> 
 
     response = transcribe(metrics_server.url)
     assert response.status_code == 200, response.text
+    listen = httpx.post(metrics_server.url + "/v1/listen", content=clip(CLIP).path.read_bytes(), timeout=120)
+    assert listen.status_code == 200, listen.text  # Deepgram's pre-recorded door
     asyncio.run(stt_session(metrics_server.ws_url))
 
     after = scrape(metrics_server.url)
@@ -66,12 +68,13 @@ def test_counters_follow_rest_and_live_traffic(metrics_server: ServerThread) -> 
     assert metric(after, "hearline_live_sessions_open", door="stt") == 0  # closed before session_ended
     assert metric(after, "hearline_audio_received_seconds_total", door="stt") == pytest.approx(duration, abs=0.05)
     assert metric(after, "hearline_audio_received_seconds_total", door="rest") == pytest.approx(duration, abs=0.05)
+    assert metric(after, "hearline_audio_received_seconds_total", door="deepgram") == pytest.approx(duration, abs=0.05)
     assert (
         metric(after, "hearline_rest_requests_total", method="POST", endpoint="/v1/audio/transcriptions", status="200")
         == 1
     )
-    # the REST request; the live session's steps count under their own kinds
-    assert metric(after, "hearline_inference_seconds_count", model="pocketsphinx", kind="request") == 1
+    # the two uploads; the live session's steps count under their own kinds
+    assert metric(after, "hearline_inference_seconds_count", model="pocketsphinx", kind="request") == 2
     assert metric(after, "hearline_inference_seconds_count", model="pocketsphinx") >= 2
     assert metric(after, "hearline_inference_seconds_sum", model="pocketsphinx") > 0
     assert metric(after, "hearline_model_loads_total", model="pocketsphinx") >= 1

@@ -58,19 +58,41 @@ class PocketSphinxStream(EngineStream):
     def accept(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
-        worker = self._ensure()
-        pcm = float_to_pcm16(self._keep(audio))
-        self._partial = _clean_text(worker.call("stream_accept", pcm))
+        samples = self._keep(audio)
+        try:
+            self._partial = _clean_text(self._ensure().call("stream_accept", float_to_pcm16(samples)))
+        except EngineError:
+            if not self._lost_worker():
+                raise
+            # a new decoder hears the utterance so far: the partial picks up where the dead one was
+            so_far = float_to_pcm16(np.concatenate(self._audio))
+            self._partial = _clean_text(self._ensure().call("stream_accept", so_far))
         self._in_gap = False
 
     def skip(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
-        worker = self._ensure()
         self._keep(audio)  # not decoded for the partial; the final pass decodes it
         if not self._in_gap:  # one restart of the first-pass search per gap, however many steps skip
-            self._partial = _clean_text(worker.call("stream_skip"))
+            try:
+                self._partial = _clean_text(self._ensure().call("stream_skip"))
+            except EngineError:
+                if not self._lost_worker():
+                    raise
+                self._ensure()
+                self._partial = ""
             self._in_gap = True
+
+    def _lost_worker(self) -> bool:
+        """Whether the leased decoder process died (killed, crashed); if so it is given back (the engine
+        discards it) so the next call leases a healthy one.  The utterance's samples are all still here."""
+        worker = self._worker
+        if worker is None or worker.alive:
+            return False
+        logger.warning("a PocketSphinx decoder process died mid-utterance (code %s); going on with another",
+                       worker.process.poll())  # fmt: skip
+        self._release()
+        return True
 
     def _keep(self, audio: np.ndarray) -> np.ndarray:
         """Hold the utterance's samples for its final pass."""
@@ -112,6 +134,12 @@ class PocketSphinxStream(EngineStream):
             return
         try:
             self._cmn = self._worker.call("stream_end") or self._cmn
+        except EngineError:
+            if self._worker.alive:
+                raise
+            logger.warning(
+                "a PocketSphinx decoder process died before its utterance ended; the final pass runs on another"
+            )
         finally:
             self._release()
 

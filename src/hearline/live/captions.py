@@ -56,11 +56,18 @@ class CaptionService:
         self._run: CaptionRun | None = None
         self._last: CaptionRun | None = None
         self._lock = asyncio.Lock()
+        self._starting: asyncio.Task[tuple[str, CaptionsStatus]] | None = None
+        self._stopped_starts: set[asyncio.Task[tuple[str, CaptionsStatus]]] = set()
         self._caption_ids = itertools.count(1)  # caption ids keep rising across restarts
 
     @property
     def running(self) -> bool:
         return self._run is not None
+
+    @property
+    def starting(self) -> bool:
+        """A /start is still validating, loading its model or opening its device."""
+        return self._starting is not None and not self._starting.done()
 
     def status(self) -> CaptionsStatus | None:
         """The running capture's settings, else the last one's; None before the first start."""
@@ -71,7 +78,25 @@ class CaptionService:
         return None
 
     async def start(self, request: StartRequest) -> tuple[str, CaptionsStatus]:
-        """Validate, then (re)start; returns (message, status) or raises StartRefused."""
+        """Validate, then (re)start; returns (message, status) or raises StartRefused.
+
+        The start runs as a task a ``stop()`` can cancel: loading a model or opening a device may take
+        seconds, and /stop must answer at once whatever /start is doing.
+        """
+        task = asyncio.ensure_future(self._start(request))
+        self._starting = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task not in self._stopped_starts:
+                raise  # this request itself was cancelled (its client left)
+            raise StartRefused(Refusal.STOPPED, "stopped: a /stop arrived before the capture had started") from None
+        finally:
+            self._stopped_starts.discard(task)
+            if self._starting is task:
+                self._starting = None
+
+    async def _start(self, request: StartRequest) -> tuple[str, CaptionsStatus]:
         async with self._lock:
             source = (request.source or "system").strip().lower()
             if source not in capture.SOURCES:
@@ -92,11 +117,14 @@ class CaptionService:
                 raise StartRefused(Refusal.NO_AUDIO_DEVICE, str(exc)) from exc
 
             session = await self._open_session(model_name, spec.name, lang_from)
-            worker, note = await self._translation(model_name, lang_from, lang_to)
-
-            restarted = self._run is not None
-            if restarted:
-                await self._stop_run()
+            try:
+                worker, note = await self._translation(model_name, lang_from, lang_to)
+                restarted = self._run is not None
+                if restarted:
+                    await self._stop_run()
+            except BaseException:  # refused or cancelled by /stop: the new session is not kept
+                await asyncio.shield(self._close_session(session))
+                raise
             run = CaptionRun(self.settings, request, device, spec.name, session, self._emit, self._caption_ids, worker)
             self._run = run
             run.start()
@@ -108,6 +136,11 @@ class CaptionService:
             return message, run.status(True)
 
     async def stop(self) -> tuple[str, CaptionsStatus | None]:
+        starting = self._starting
+        if starting is not None and not starting.done():
+            self._stopped_starts.add(starting)
+            starting.cancel()
+            await asyncio.wait([starting])
         async with self._lock:
             if self._run is None:
                 return "not running", self.status()
@@ -134,6 +167,9 @@ class CaptionService:
         session = LiveSession(self.pool, model_name, options)
         try:
             await session.start()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._close_session(session))
+            raise
         except UnknownModel as exc:
             raise StartRefused(Refusal.UNKNOWN_MODEL, str(exc)) from exc
         except UnsupportedOption as exc:
@@ -143,7 +179,14 @@ class CaptionService:
         except (OSError, RuntimeError, ValueError) as exc:
             logger.warning("captions: model %s could not be loaded: %s", spec_name, exc)
             raise StartRefused(Refusal.MODEL_UNAVAILABLE, f"model {spec_name!r} could not be loaded: {exc}") from exc
+        if self.pool.metrics is not None:
+            self.pool.metrics.session_opened("captions", spec_name, session)
         return session
+
+    async def _close_session(self, session: LiveSession) -> None:
+        await session.close()
+        if self.pool.metrics is not None:
+            self.pool.metrics.session_closed(session)
 
     async def _translation(
         self, model_name: str | None, lang_from: str, lang_to: str
@@ -172,4 +215,8 @@ class CaptionService:
             return
         self._run = None
         self._last = run
-        await run.stop(flush)
+        try:
+            await run.stop(flush)
+        finally:
+            if self.pool.metrics is not None:
+                self.pool.metrics.session_closed(run.session)

@@ -32,6 +32,7 @@ class Refusal(enum.Enum):
     UNKNOWN_MODEL = enum.auto()
     NO_AUDIO_DEVICE = enum.auto()
     MODEL_UNAVAILABLE = enum.auto()  # the model exists but could not be loaded
+    STOPPED = enum.auto()  # a /stop arrived while this start was still loading or opening the device
 
 
 class StartRefused(Exception):

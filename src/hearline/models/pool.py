@@ -286,6 +286,10 @@ class ModelPool:
         if self.metrics is not None:
             self.metrics.model_loaded(name, seconds)
 
+    def batches_by_model(self) -> dict[str, dict[int, int]]:
+        """Batched window decodes each loaded model ran, by batch size: ``{model: {size: calls}}``."""
+        return {name: dict(slot.batcher.sizes) for name, slot in self._slots.items() if slot.batcher is not None}
+
     def work_by_model(self) -> dict[str, tuple[int, int]]:
         """Jobs waiting at and admitted by each loaded model's gates: ``{model: (waiting, running)}``."""
         return {name: (slot.waiting, slot.active) for name, slot in self._slots.items() if slot.lanes is not None}
@@ -335,7 +339,7 @@ class ModelPool:
         if refuses(work, gate, self.settings.max_queue_per_model):
             if self.metrics is not None:
                 self.metrics.job_refused(engine.name, work.value)
-            raise ServerBusy(engine.name)
+            raise ServerBusy(engine.name, retry_after=gate.expected_wait())
         await gate.acquire(int(lane))
         slot.last_used = time.monotonic()
         started = time.perf_counter()
@@ -343,8 +347,10 @@ class ModelPool:
             return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
         finally:
             gate.release()
+            elapsed = time.perf_counter() - started
+            gate.observe(elapsed)
             if self.metrics is not None:
-                self.metrics.inference(engine.name, work.value, time.perf_counter() - started)
+                self.metrics.inference(engine.name, work.value, elapsed)
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -85,6 +85,18 @@ class PriorityGate:
         self.active = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._job_s: float | None = None  # running mean of how long an admitted job holds its place
+
+    def observe(self, seconds: float) -> None:
+        """An admitted job held its place for ``seconds``."""
+        self._job_s = seconds if self._job_s is None else 0.7 * self._job_s + 0.3 * seconds
+
+    def expected_wait(self) -> float:
+        """Seconds before a job arriving now would be admitted: the queue ahead of it (and itself) drained
+        through ``capacity`` places at the recent job length; what a refusal's ``Retry-After`` says."""
+        if self._job_s is None:
+            return 1.0
+        return (self.waiting + 1) * self._job_s / self.capacity
 
     @property
     def waiting(self) -> int:

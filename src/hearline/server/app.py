@@ -32,8 +32,11 @@ from hearline.server import (
     vosk_ws,
     web,
 )
+from hearline.server.drain import OpenSocketsMiddleware
 from hearline.server.errors import install_error_handlers
 from hearline.server.monitoring import RestMetricsMiddleware
+from hearline.server.origin_guard import OriginGuardMiddleware
+from hearline.server.timeouts import TimeoutsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
         pool.metrics = Metrics()  # its own CollectorRegistry, never the process-wide default
     metrics = pool.metrics
     metrics.watch_work(pool.work_by_model)
+    metrics.watch_batches(pool.batches_by_model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +85,9 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None, 
             # "*" means any page may read responses: never with the user's credentials as well
             allow_credentials="*" not in settings.cors_origins,
         )
+    app.add_middleware(OpenSocketsMiddleware)  # a drain closes them with 1001 after their finals
+    app.add_middleware(OriginGuardMiddleware)  # outside CORS: a preflight passes, a foreign request does not
+    app.add_middleware(TimeoutsMiddleware)
     app.add_middleware(CollapseSlashesMiddleware)  # outermost; seed 004 clients open ws://host:7100//asr
     for module in PROTOCOL_ROUTERS:
         app.include_router(module.router)

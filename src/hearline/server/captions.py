@@ -19,8 +19,10 @@ code    HTTP    meaning
 40004   400     a body that is not a JSON object or a form (malformed, nested too deep, over 64 KiB)
 40101   401     missing/wrong API key (when the server has one)
 40401   404     unknown model name or path
+40901   409     a ``/stop`` arrived while this ``/start`` was still loading the model or opening the device
 50301   503     no audio device: no sound server reachable, or ``device`` does not exist
 50302   503     the model exists but could not be loaded (files missing, load failure)
+50303   503     ``/events`` only: ``HEARLINE_CAPTIONS_MAX_SUBSCRIBERS`` streams are open already (``Retry-After``)
 ======  ======  ==================================================================================
 
 ``GET /events`` streams ``open`` (once, with the current settings and subscriber count), ``captions``,
@@ -52,6 +54,8 @@ from hearline.live.captions_events import CaptionsStatus, Refusal, StartRefused,
 from hearline.live.translate import translation_targets
 from hearline.server.auth import is_authorized
 from hearline.server.captions_sse import Message, SSECaptionService
+from hearline.server.origin_guard import OriginGuardMiddleware
+from hearline.server.timeouts import TimeoutsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ START_FIELDS = ("source", "device", "model", "lang_from", "lang_to")
 # The documented answer codes (table above): code and HTTP status of each refusal.
 OK = 0
 BAD_BODY = 40004
+TOO_MANY_SUBSCRIBERS = 50303
+SUBSCRIBER_RETRY_S = 5
 MAX_BODY_BYTES = 64 * 1024  # /start takes five short fields
 UNAUTHORIZED = 40101
 REFUSALS: dict[Refusal, tuple[int, int]] = {
@@ -71,6 +77,7 @@ REFUSALS: dict[Refusal, tuple[int, int]] = {
     Refusal.UNKNOWN_MODEL: (40401, 404),
     Refusal.NO_AUDIO_DEVICE: (50301, 503),
     Refusal.MODEL_UNAVAILABLE: (50302, 503),
+    Refusal.STOPPED: (40901, 409),
 }
 
 
@@ -237,7 +244,15 @@ async def events(request: Request) -> Any:
     if not is_authorized(request, request.app.state.settings.api_key):
         return _unauthorized()
     service = _service(request)
-    ping_s = max(0.05, float(request.app.state.settings.ping_interval_s))
+    settings = request.app.state.settings
+    if service.hub.subscribers >= settings.captions_max_subscribers:
+        limit = settings.captions_max_subscribers
+        logger.info("captions /events refused: %d subscribers already", limit)
+        answer = _answer(TOO_MANY_SUBSCRIBERS, f"{limit} subscribers are connected, the most this server takes; "
+                         "retry later", None, 503)  # fmt: skip
+        answer.headers["Retry-After"] = str(SUBSCRIBER_RETRY_S)
+        return answer
+    ping_s = max(0.05, float(settings.ping_interval_s))
     sub, replay = service.hub.subscribe(_last_event_id(request))
     opened = Message(
         None,
@@ -291,5 +306,7 @@ def standalone_app(main_app: FastAPI) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(OriginGuardMiddleware)
+    app.add_middleware(TimeoutsMiddleware)
     app.include_router(router)
     return app

@@ -339,6 +339,7 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
             language=params.language, word_timestamps=engine.capabilities.word_timestamps, hotwords=params.prompt
         )
         engine.check_options(options)
+        request.app.state.metrics.audio_received("deepgram", audio.size / SAMPLE_RATE)
         transcript = await pool.run(engine, engine.transcribe, audio, options, None)
     except DOMAIN_ERRORS as exc:  # the one mapping from domain errors to statuses, in Deepgram's body
         error = to_api_error(exc)

@@ -3,23 +3,75 @@
 A load balancer or Kubernetes stops a replica with SIGTERM.  Stopping at once would cut every live
 session before the final of its open utterance.  The first signal instead turns ``/ready`` to 503,
 refuses new live sessions, and flushes every open one (its utterance is closed as if the client had
-stopped, so each door sends the finals of all audio it received); then uvicorn's own shutdown lets
-REST requests in flight finish and closes the sockets.  ``--drain-timeout`` bounds it; a second
-signal exits at once.
+stopped, so each door sends the finals of all audio it received), then closes every WebSocket with
+1001 (going away: reconnect elsewhere) rather than uvicorn's 1012 at shutdown; uvicorn's own shutdown
+lets REST requests in flight finish.  ``--drain-timeout`` bounds it; a second signal exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
 FORWARD_WAIT_S = 0.05  # how often the drain looks whether the doors have sent the flushed finals
+GOING_AWAY = 1001
+
+
+class _OpenSocket:
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.closed = False
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(RuntimeError, OSError):  # the client left meanwhile
+            await self._send({"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"})
+
+
+def open_sockets(state: Any) -> set[_OpenSocket]:
+    """The accepted WebSockets of every listener sharing ``state`` (the main app's)."""
+    sockets: set[_OpenSocket] | None = getattr(state, "open_sockets", None)
+    if sockets is None:
+        sockets = state.open_sockets = set()
+    return sockets
+
+
+class OpenSocketsMiddleware:
+    """Keeps each accepted WebSocket in :func:`open_sockets` until it closes, for the drain to close."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or "app" not in scope:
+            await self.app(scope, receive, send)
+            return
+        sockets = open_sockets(scope["app"].state)
+        entry = _OpenSocket(send)
+
+        async def tracked(message: Message) -> None:
+            if entry.closed:
+                return  # the drain closed it: the door's late sends have no socket to go to
+            if message["type"] == "websocket.accept":
+                sockets.add(entry)
+            elif message["type"] == "websocket.close":
+                entry.closed = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            sockets.discard(entry)
 
 
 async def drain(app: Any, timeout: float) -> None:
@@ -37,6 +89,9 @@ async def drain(app: Any, timeout: float) -> None:
             await asyncio.sleep(FORWARD_WAIT_S)  # the last send leaves the socket
     except TimeoutError:
         logger.warning("drain: not every session finished within %.0f s", timeout)
+    sockets = list(open_sockets(app.state))
+    await asyncio.gather(*(socket.close() for socket in sockets))
+    logger.info("drain: %d WebSocket(s) closed with %d (going away)", len(sockets), GOING_AWAY)
 
 
 class DrainingServer(uvicorn.Server):

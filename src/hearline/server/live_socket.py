@@ -26,11 +26,15 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from hearline.config import Settings
@@ -38,6 +42,9 @@ from hearline.engines.base import EngineError
 from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
+from hearline.server.drain import OpenSocketsMiddleware
+from hearline.server.origin_guard import OriginGuardMiddleware
+from hearline.server.timeouts import TimeoutsMiddleware
 
 #: start failures a door reports to its client (unknown model, unsupported option, load failure, busy)
 START_ERRORS = (UnknownModel, EngineError, ServerBusy, OSError)
@@ -208,3 +215,18 @@ async def open_live_session(
         await session.close()
         raise
     return session
+
+
+def any_path_app(main_app: Any, endpoint: Callable[[WebSocket], Awaitable[None]]) -> ASGIApp:
+    """One door on every path of its own port (``--stt-port``, ``--vosk-port``), sharing the main app's state
+    (pool, settings), its time limits, origin checks and drain."""
+    app = Starlette(
+        routes=[WebSocketRoute("/{path:path}", endpoint)],
+        middleware=[
+            Middleware(TimeoutsMiddleware),
+            Middleware(OriginGuardMiddleware),
+            Middleware(OpenSocketsMiddleware),
+        ],
+    )
+    app.state = main_app.state
+    return app

@@ -20,6 +20,7 @@ import uvicorn
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.drain import DrainingServer
+from hearline.server.origin_guard import is_loopback_name
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ def build_servers(settings: Settings) -> list[uvicorn.Server]:
         DrainingServer(uvicorn.Config(main_app, port=settings.port, **options), settings.drain_timeout)
     ]
     logger.info("Hearline listening on %s://%s:%d", scheme, settings.host, settings.port)
+    if not settings.api_key and not is_loopback_name(settings.host):
+        logger.warning(
+            "listening on %s without --api-key: anyone who can reach this address can transcribe, download and "
+            "delete models and start captions of this machine's microphone; set --api-key (HEARLINE_API_KEY)",
+            settings.host,
+        )
     for port, module_name, app in extras:
         servers.append(_ExtraServer(uvicorn.Config(app, port=port, lifespan="auto", **options)))
         logger.info("%s also listening on %s://%s:%d", module_name, scheme, settings.host, port)

@@ -29,15 +29,13 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import START_ERRORS, any_path_app, frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +211,4 @@ async def stt_endpoint(ws: WebSocket) -> None:
 
 def standalone_app(main_app: Any) -> ASGIApp:
     """The same protocol on every path (``--stt-port 8765``), sharing the main app's state (pool, settings)."""
-    app = Starlette(routes=[WebSocketRoute("/{path:path}", serve_stt)])
-    app.state = main_app.state
-    return app
+    return any_path_app(main_app, serve_stt)

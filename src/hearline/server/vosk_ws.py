@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -37,7 +35,7 @@ from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStar
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import any_path_app, frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +337,4 @@ router.add_api_websocket_route("/vosk", serve_vosk)
 
 def standalone_app(main_app: Any) -> ASGIApp:
     """An ASGI app answering the Vosk protocol on every path (``--vosk-port``), sharing the main app's state."""
-    app = Starlette(routes=[WebSocketRoute("/{path:path}", serve_vosk)])
-    app.state = main_app.state
-    return app
+    return any_path_app(main_app, serve_vosk)

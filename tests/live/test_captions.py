@@ -10,11 +10,9 @@ correlates 0.92 with the file).  Bounds leave room for scheduling noise on a sha
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.captions import get_service, standalone_app
 from hearline.server.captions_sse import EventHub, Message
+from tests.doors import SSEClient
 from tests.helpers import (
     PulseDaemon,
     ServerThread,
@@ -44,58 +43,6 @@ MIC_CLIP = "en_ljspeech_LJ001-0004"
 SYSTEM_WER_BOUND = 0.25  # measured 0.111
 MIC_WER_BOUND = 0.25  # measured 0.071
 WAIT_S = 120.0  # generous deadline for things that must eventually happen (never an assertion on time)
-
-
-class SSEClient:
-    """Reads ``/events`` in a thread and keeps every event (name, data, id)."""
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        self.events: list[tuple[str, dict[str, Any], int | None]] = []
-        self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(30.0, read=None))
-        self._stream = self._client.stream("GET", url + "/events", headers=headers or {})
-        self._response = self._stream.__enter__()
-        assert self._response.status_code == 200
-        assert self._response.headers["content-type"].startswith("text/event-stream")
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        name, data, eid = "message", "", None
-        try:
-            for line in self._response.iter_lines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                elif line.startswith("id:"):
-                    eid = int(line[3:].strip())
-                elif line == "" and data:
-                    with self._lock:
-                        self.events.append((name, json.loads(data), eid))
-                    name, data, eid = "message", "", None
-        except (httpx.HTTPError, RuntimeError, ValueError):
-            return  # closed by close() or by the server
-
-    def snapshot(self) -> list[tuple[str, dict[str, Any], int | None]]:
-        with self._lock:
-            return list(self.events)
-
-    def wait_for(self, predicate: Callable[[list[tuple[str, dict[str, Any], int | None]]], bool]) -> bool:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            if predicate(self.snapshot()):
-                return True
-            time.sleep(0.1)
-        return predicate(self.snapshot())
-
-    def finals(self) -> list[dict[str, Any]]:
-        return [d for n, d, _ in self.snapshot() if n == "captions" and d["is_final"]]
-
-    def close(self) -> None:
-        self._stream.__exit__(None, None, None)
-        self._client.close()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +205,15 @@ def test_captions_sessions_are_in_the_metrics(server: ServerThread) -> None:
     assert call(server, "/start", source="system")[1]["code"] == 0
     during = scrape(server.url)
     # the monitor of the idle null sink delivers silence: audio arrives all the same
-    eventually(lambda: metric(scrape(server.url), received, door="captions") > 0, 60, "captured audio")
+    already = metric(before, received, door="captions")
+    eventually(lambda: metric(scrape(server.url), received, door="captions") > already, 60, "captured audio")
     assert call(server, "/stop")[1]["message"] == "stopped"
     after = scrape(server.url)
     opened = "hearline_live_sessions_opened_total"
     assert metric(after, opened, door="captions") == metric(before, opened, door="captions") + 1
     assert metric(during, "hearline_live_sessions_open", door="captions") == 1
     assert metric(after, "hearline_live_sessions_open", door="captions") == 0
-    assert metric(after, received, door="captions") > metric(before, received, door="captions")
+    assert metric(after, received, door="captions") > already
 
 
 def test_stop_during_a_slow_start_answers_at_once_and_the_start_is_abandoned(server: ServerThread) -> None:

@@ -32,8 +32,8 @@ from hearline.live.translate import (
 )
 from hearline.models.pool import ModelPool
 from hearline.server.app import create_app
+from tests.doors import SSEClient
 from tests.helpers import PulseDaemon, ServerThread, clip
-from tests.live.test_captions import SSEClient
 
 WORDS = ("hello", "world", "good", "morning", "how", "are", "you", "thank", "very", "much", "the", "of", "and")
 LANG_TOKENS = ["eng_Latn", "deu_Latn", "fra_Latn", "zho_Hans"]

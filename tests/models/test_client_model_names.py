@@ -404,7 +404,8 @@ async def _from(app: Any, host: str, method: str, path: str, **kwargs: Any) -> h
 
 
 async def test_pull_and_delete_from_the_lan_need_the_api_key(tmp_path: Path) -> None:
-    app = create_app(Settings.load(model_dir=tmp_path / "models", model="pocketsphinx"))
+    # listening on the LAN (a server bound to loopback refuses the LAN's Host names before anything else)
+    app = create_app(Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", host="0.0.0.0"))
     try:
         for method in ("POST", "DELETE"):
             refused = await _from(app, "192.168.1.20", method, "/v1/models/pocketsphinx")
@@ -416,7 +417,9 @@ async def test_pull_and_delete_from_the_lan_need_the_api_key(tmp_path: Path) -> 
         assert listed.status_code == 200
         assert (await _from(app, "127.0.0.1", "POST", "/v1/models/pocketsphinx")).status_code == 200
 
-        app.state.settings = Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", api_key="k")
+        app.state.settings = Settings.load(
+            model_dir=tmp_path / "models", model="pocketsphinx", host="0.0.0.0", api_key="k"
+        )
         assert (await _from(app, "192.168.1.20", "POST", "/v1/models/pocketsphinx")).status_code == 401
         keyed = await _from(app, "192.168.1.20", "POST", "/v1/models/pocketsphinx", headers={"X-API-Key": "k"})
         assert keyed.status_code == 200

@@ -2,14 +2,13 @@
 auto-download on first use (a real tiny sherpa-onnx model over a local HTTP server), offline refusal, and
 what a failed auto-download becomes (a known model that could not be fetched vs. an unknown name).
 
-A light fake engine (this module's ``load``) stands in where only the pool's bookkeeping is tested.
+A light fake engine (tests/models/fake_engine.py) stands in where only the pool's bookkeeping is tested.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
 from pathlib import Path
 
@@ -18,61 +17,16 @@ import pytest
 import yaml
 
 from hearline.config import Settings
-from hearline.engines.base import Capabilities, Engine, TranscribeOptions, Transcript
+from hearline.engines.base import TranscribeOptions, Transcript
 from hearline.models.download import ModelNotInstalled, ModelUnavailable
 from hearline.models.pool import ModelPool
-from hearline.models.resolve import ENGINE_MODULES, UnknownModel
+from hearline.models.resolve import UnknownModel
 from tests.fileserver import file_server, hub_server, tar_directory
-
-LOADS: dict[str, int] = {}
-_loads_lock = threading.Lock()
-
-
-class FakeEngine(Engine):
-    kind = "fake"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.closed = False
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(languages=frozenset({"en"}))
-
-    def transcribe(self, audio, options, on_segment=None) -> Transcript:  # type: ignore[no-untyped-def]
-        return Transcript("fake", [], "en", None, len(audio) / 16000)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def load(spec, settings):  # type: ignore[no-untyped-def]
-    """Engine entry point for ``engine: fake`` models.yaml entries (slow enough for loads to overlap)."""
-    with _loads_lock:
-        LOADS[spec.name] = LOADS.get(spec.name, 0) + 1
-    time.sleep(0.2)
-    return FakeEngine(spec.name)
-
-
-@pytest.fixture(autouse=True)
-def _fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ENGINE_MODULES, "fake", __name__)
-    LOADS.clear()
-
-
-def _settings(tmp_path: Path, names: list[str], memory_mb: int = 60, **overrides) -> Settings:
-    model_dir = tmp_path / "models"
-    models = {}
-    for name in names:
-        (model_dir / name).mkdir(parents=True)
-        models[name] = {"engine": "fake", "dir": name, "memory_mb": memory_mb}
-    models_file = tmp_path / "models.yaml"
-    models_file.write_text(yaml.safe_dump({"models": models}))
-    return Settings.load(model_dir=model_dir, models_file=models_file, **overrides)
+from tests.models.fake_engine import LOADS, fake_settings
 
 
 async def test_concurrent_first_requests_load_once(tmp_path: Path) -> None:
-    pool = ModelPool(_settings(tmp_path, ["a"]))
+    pool = ModelPool(fake_settings(tmp_path, ["a"]))
     try:
         engines = await asyncio.gather(*(pool.get("a") for _ in range(8)))
         assert LOADS == {"a": 1}
@@ -94,7 +48,7 @@ async def test_concurrent_pocketsphinx_loads_once(tmp_path: Path) -> None:
 
 
 async def test_memory_budget_evicts_least_recently_used(tmp_path: Path) -> None:
-    pool = ModelPool(_settings(tmp_path, ["a", "b", "c"], memory_mb=60, memory_budget_mb=130))
+    pool = ModelPool(fake_settings(tmp_path, ["a", "b", "c"], memory_mb=60, memory_budget_mb=130))
     try:
         a = await pool.get("a")
         await pool.get("b")
@@ -111,7 +65,7 @@ async def test_memory_budget_evicts_least_recently_used(tmp_path: Path) -> None:
 
 
 async def test_idle_models_are_unloaded_but_not_the_default(tmp_path: Path) -> None:
-    pool = ModelPool(_settings(tmp_path, ["a"], idle_unload_s=0.2))
+    pool = ModelPool(fake_settings(tmp_path, ["a"], idle_unload_s=0.2))
     try:
         await pool.get(None)
         engine = await pool.get("a")

@@ -17,7 +17,7 @@ import pytest
 
 from hearline.models.pool import ModelPool, ServerBusy
 from hearline.models.scheduler import RULES, Lane, PriorityGate, Work
-from tests.models.test_pool import _fake_engine, _settings  # noqa: F401  (autouse fixture registers the fake engine)
+from tests.models.fake_engine import fake_settings
 
 
 async def _hold(gate: PriorityGate, priority: int, log: list[str], name: str, release: asyncio.Event) -> None:
@@ -105,7 +105,7 @@ def _blocking(value: str) -> tuple[Callable[[], str], threading.Semaphore, threa
 
 async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) -> None:
     """Batch jobs that block their threads must not delay a live step, and a full batch queue rejects REST work."""
-    pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=1))
+    pool = ModelPool(fake_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=1))
     engine = await pool.get("a")
     batch_job, started, unblock = _blocking("batch")
     try:
@@ -128,7 +128,7 @@ async def test_live_work_runs_while_the_batch_lane_is_saturated(tmp_path: Path) 
 async def test_speculative_work_runs_only_on_spare_capacity(tmp_path: Path) -> None:
     """A refusable BACKGROUND job (a final guessed in a pause) runs on an idle lane and is refused as soon
     as work someone waits for holds the lane's last spare slot."""
-    pool = ModelPool(_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=8))
+    pool = ModelPool(fake_settings(tmp_path, ["a"], workers=2, max_concurrency_per_model=2, max_queue_per_model=8))
     engine = await pool.get("a")
     final_pass, started, unblock = _blocking("final")
     try:
@@ -157,7 +157,7 @@ def test_expected_wait_is_the_queue_ahead_at_the_recent_job_length() -> None:
 
 async def test_a_refusal_says_how_long_the_queue_really_is(tmp_path: Path) -> None:
     """One place, no queue, jobs of 1.5 s: the refused request is told the job's length, not a fixed second."""
-    pool = ModelPool(_settings(tmp_path, ["a"], workers=1, max_concurrency_per_model=1, max_queue_per_model=0))
+    pool = ModelPool(fake_settings(tmp_path, ["a"], workers=1, max_concurrency_per_model=1, max_queue_per_model=0))
     engine = await pool.get("a")
     job, started, unblock = _blocking("done")
     try:

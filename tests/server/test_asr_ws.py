@@ -8,14 +8,11 @@ the result; real-time pacing is the benchmark's job).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
-import os
 import random
 import re
 import threading
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +29,9 @@ from hearline.config import Settings
 from hearline.live.session import Error, Final, Lag, Partial, Silence, SpeechStarted
 from hearline.server import asr_ws
 from hearline.server.asr_ws import DiffEncoder, TranscriptState, apply_diff, format_time, parse_params
-from tests.audio.test_stream_decode import browser_chunks, browser_webm, safari_mp4
+from tests.doors import concatenated_wav, final_text, run_session, updates_of, webm_chunks
 from tests.helpers import ServerThread, clip, running_server, wer
+from tests.media import browser_chunks, browser_webm, safari_mp4
 
 # ---------------------------------------------------------------------------------------------------------
 # pure parts
@@ -238,11 +236,6 @@ UPDATE_KEYS = {
 TIME = r"^\d+:\d\d:\d\d\.\d\d$"
 
 
-def webm_chunks(clip_id: str) -> list[bytes]:
-    speech = clip(clip_id)
-    return browser_chunks(browser_webm(speech.path), speech.duration)
-
-
 def pcm_chunks(clip_id: str, chunk_s: float = 0.25) -> list[bytes]:
     """Raw s16le 16 kHz in 250 ms frames; every other frame has an odd length (samples split)."""
     data = float_to_pcm16(decode_audio(clip(clip_id).path))
@@ -251,48 +244,6 @@ def pcm_chunks(clip_id: str, chunk_s: float = 0.25) -> list[bytes]:
     for i in range(0, len(chunks) - 1, 2):  # move one byte across the boundary
         chunks[i], chunks[i + 1] = chunks[i][:-1], chunks[i][-1:] + chunks[i + 1]
     return chunks
-
-
-async def run_session(
-    url: str,
-    chunks: list[bytes],
-    *,
-    path: str = "/asr",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    text_frame_at: int | None = None,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Stream ``chunks``, then the empty frame; returns every message received and the close code."""
-    async with connect(url + path + query, additional_headers=headers, max_size=None) as ws:
-        messages: list[dict[str, Any]] = []
-
-        async def reader() -> None:
-            with contextlib.suppress(websockets.ConnectionClosedError):  # closed with an error code
-                async for raw in ws:
-                    messages.append(json.loads(raw))
-                    if messages[-1].get("type") == "ready_to_stop":
-                        return
-
-        reading = asyncio.create_task(reader())
-        try:
-            for i, chunk in enumerate(chunks):
-                if i == text_frame_at:
-                    await ws.send('{"type": "stop"}')
-                await ws.send(chunk)
-            await ws.send(b"")
-        except websockets.ConnectionClosed:
-            pass  # the server closed on bad input; the reader has the reason
-        await reading
-        code = ws.close_code
-    return messages, code
-
-
-def updates_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if "type" not in m]
-
-
-def final_text(lines: list[dict[str, Any]]) -> str:
-    return " ".join(line["text"] for line in lines if line["speaker"] == 1)
 
 
 def offline_text(server: ServerThread, clip_id: str) -> str:
@@ -381,18 +332,6 @@ async def test_double_slash_path_and_diff_mode_reproduce_full_mode(server: Serve
         for key in ("start", "end"):
             assert abs(_seconds(ours[key]) - _seconds(theirs[key])) <= 0.1
     assert body[-1]["buffer_transcription"] == "" and body[-1]["status"] == "active_transcription"
-
-
-def concatenated_wav(clip_ids: tuple[str, ...], path: Path, gap_s: float = 1.2) -> Path:
-    """The clips one after another with ``gap_s`` of silence between them, as a 16 kHz WAV."""
-    gap = np.zeros(int(16000 * gap_s), dtype=np.float32)
-    audio = np.concatenate([part for c in clip_ids for part in (decode_audio(clip(c).path), gap)])
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(float_to_pcm16(audio))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -580,9 +519,6 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
     limit = settings.workers * settings.batch_size
     for prefix in POOL_THREADS:
         assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= limit, prefix
-    default_executor_limit = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default bound
-    for prefix in LOOP_THREADS:  # one default executor per loop: the server's (uvloop) and the test's
-        assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= default_executor_limit, prefix
     after = _server_tasks(server)
     assert len(after) <= len(tasks)
     assert not [name for name in after if name.startswith(("live-", "hearline-translate"))]
@@ -593,7 +529,9 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
 
 
 POOL_THREADS = ("hearline-infer", "hearline-live")
-LOOP_THREADS = ("uvloop_", "asyncio_")  # the loops' default executors (asyncio.to_thread, getaddrinfo)
+# The loops' default executors (asyncio.to_thread, getaddrinfo): bounded by the standard library, and named
+# alike for every loop in this process (each server fixture runs one), so not counted here.
+LOOP_THREADS = ("uvloop_", "asyncio_")
 
 
 def _threads_outside_the_pools() -> set[str]:

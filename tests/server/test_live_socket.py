@@ -14,8 +14,8 @@ from typing import Any
 import websockets
 
 from hearline.server.live_socket import MAX_AUDIO_FRAME_BYTES
+from tests.doors import run_session, updates_of, webm_chunks
 from tests.helpers import ServerThread, pcm16
-from tests.server.test_asr_ws import run_session, updates_of, webm_chunks
 
 TIMEOUT = 120
 BIG = b"\0" * (MAX_AUDIO_FRAME_BYTES + 2)

@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 
 from hearline.config import Settings
 from hearline.server.app import create_app
+from tests.doors import pcm_of, recv_json, send_audio
 from tests.helpers import ServerThread, clip, metric, running_server, scrape
-from tests.server.test_stt_ws import pcm_of, recv_json, send_audio
 
 CLIP = "en_pocketsphinx_goforward"
 KEY = "metrics-secret"

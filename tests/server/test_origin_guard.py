@@ -62,7 +62,9 @@ def test_a_foreign_page_cannot_post_but_this_machine_can(open_server: ServerThre
     # the text/plain POST and the image GET a page can send without asking
     _refused(httpx.post(open_server.url + "/start", content="source=microphone", headers={"Origin": EVIL}))
     _refused(httpx.get(open_server.url + "/start?source=microphone", headers={"Sec-Fetch-Site": "cross-site"}))
-    for headers in ({}, {"Origin": open_server.url}, {"Origin": "http://app.example"}, {"Sec-Fetch-Site": "none"}):
+    this_machine = "http://localhost:3000"  # the user's own web app on another port
+    allowed = ({}, {"Origin": open_server.url}, {"Origin": "http://app.example"}, {"Origin": this_machine})
+    for headers in (*allowed, {"Sec-Fetch-Site": "none"}):
         reply = _upload(open_server, **headers)
         assert reply.status_code == 200 and "forward" in reply.json()["text"], headers
     # reading is not changing: a foreign page's GET of the model list is answered (CORS decides who reads it)
@@ -73,6 +75,7 @@ async def test_a_foreign_page_cannot_open_a_live_socket(open_server: ServerThrea
     for path in ("/stt", "/asr", "/vosk", "/v1/listen", "/v1/realtime?intent=transcription"):
         assert await _handshake_status(open_server.ws_url + path, Origin=EVIL) == 403, path
     assert await _handshake_status(open_server.ws_url + "/asr", Origin=open_server.url) == 101
+    assert await _handshake_status(open_server.ws_url + "/asr", Origin="http://127.0.0.1:5173") == 101
     assert await _handshake_status(open_server.ws_url + "/asr") == 101
 
 

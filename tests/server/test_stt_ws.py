@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 import websockets
 
-from hearline.audio.decode import decode_audio, float_to_pcm16
-from hearline.config import Settings
-from hearline.server.app import create_app
-from hearline.server.stt_ws import standalone_app
-from tests.helpers import ServerThread, clip, free_port, wer
-
-CHUNK_S = 0.1
-
-
-def pcm_of(clip_id: str) -> bytes:
-    return float_to_pcm16(decode_audio(clip(clip_id).path))
-
-
-async def recv_json(ws, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def send_audio(ws, pcm: bytes, speed: float | None = None) -> None:  # type: ignore[no-untyped-def]
-    step = int(16000 * CHUNK_S) * 2
-    started = time.perf_counter()
-    for i in range(0, len(pcm), step):
-        await ws.send(pcm[i : i + step])
-        if speed:
-            due = started + (i + step) / 32000 / speed
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        else:
-            await asyncio.sleep(0)
+from tests.doors import in_loop_servers, pcm_of, recv_json, send_audio
+from tests.helpers import ServerThread, clip, wer
 
 
 async def collect_until_ended(ws) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -182,28 +153,6 @@ async def test_unknown_model_is_an_error_not_a_crash(server: ServerThread) -> No
         with pytest.raises(websockets.ConnectionClosed) as info:
             await recv_json(ws)
         assert info.value.rcvd is not None and info.value.rcvd.code == 4400
-
-
-@contextlib.asynccontextmanager
-async def in_loop_servers(tmp_path: Path, **overrides) -> AsyncIterator[tuple[int, int, object]]:  # type: ignore[no-untyped-def]
-    """The main app and the standalone --stt-port app served from this test's event loop (as `serve` does)."""
-    settings = Settings.load(model_dir=tmp_path / "models", **overrides)
-    app = create_app(settings)
-    ports = free_port(), free_port()
-    servers = [
-        uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=ports[0], log_level="warning")),
-        uvicorn.Server(uvicorn.Config(standalone_app(app), host="127.0.0.1", port=ports[1], log_level="warning")),
-    ]
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
-    try:
-        while not all(s.started for s in servers):
-            await asyncio.sleep(0.02)
-        await app.state.pool.get(None)
-        yield ports[0], ports[1], app
-    finally:
-        for s in servers:
-            s.should_exit = True
-        await asyncio.gather(*tasks)
 
 
 async def test_standalone_port_answers_on_any_path(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import websockets
 
 from hearline.config import Settings
 from hearline.server.timeouts import IDLE_CLOSE_CODE
+from tests.doors import in_loop_servers
 from tests.helpers import ServerThread, clip, eventually, pcm16, running_server
-from tests.server.test_stt_ws import in_loop_servers
 
 LIMIT_S = 1.0
 

@@ -7,8 +7,9 @@ hostname it controls (DNS rebinding).  So, when no key is set:
 * bound to loopback, the ``Host`` header must name loopback (``localhost``, ``*.localhost``, a loopback
   address): a rebinding page's requests carry its own hostname;
 * WebSocket handshakes and requests that change something (any method but GET/HEAD/OPTIONS, and
-  ``/start`` / ``/stop``) are refused when they come from another origin: an ``Origin`` that is neither
-  this server's nor one of ``--cors-origins``, or no ``Origin`` but ``Sec-Fetch-Site: cross-site``.
+  ``/start`` / ``/stop``) are refused when they come from a page elsewhere: an ``Origin`` that is not this
+  server's, not on this machine (a loopback host, e.g. a web app of the user's own on another port) and not
+  one of ``--cors-origins``, or no ``Origin`` but ``Sec-Fetch-Site: cross-site``.
 
 Clients that are not browsers send neither header and pass.  With a key, the key decides (a page cannot
 know it).  Refusals are 403 in the error envelope (a WebSocket handshake gets the HTTP 403 itself).
@@ -69,6 +70,8 @@ def refusal(scope: Scope, settings: object) -> str | None:
     allowed = list(getattr(settings, "cors_origins", None) or [])
     if "*" in allowed or origin in allowed or (host is not None and _same_origin(origin, host)):
         return None
+    if urlsplit(origin).scheme in ("http", "https") and is_loopback_name(urlsplit(origin).netloc):
+        return None  # a page served from this machine
     return f"a request from the web page origin {origin[:100]!r}, which is not this server's"
 
 

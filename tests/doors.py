@@ -1,0 +1,185 @@
+"""Client sides of the live doors, driven as their real clients drive them (``websockets``), shared by the
+door tests and the tests that need traffic on a door (metrics, limits, Whisper end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+import websockets
+from websockets.asyncio.client import connect
+
+from hearline.audio.decode import decode_audio, float_to_pcm16
+from hearline.config import Settings
+from hearline.server.app import create_app
+from hearline.server.stt_ws import standalone_app
+from tests.helpers import clip, free_port
+from tests.media import browser_chunks, browser_webm
+
+SSE_WAIT_S = 120.0  # how long SSEClient.wait_for waits for what must eventually arrive (never a timing assertion)
+
+
+def webm_chunks(clip_id: str) -> list[bytes]:
+    speech = clip(clip_id)
+    return browser_chunks(browser_webm(speech.path), speech.duration)
+
+
+async def run_session(
+    url: str,
+    chunks: list[bytes],
+    *,
+    path: str = "/asr",
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    text_frame_at: int | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Stream ``chunks``, then the empty frame; returns every message received and the close code."""
+    async with connect(url + path + query, additional_headers=headers, max_size=None) as ws:
+        messages: list[dict[str, Any]] = []
+
+        async def reader() -> None:
+            with contextlib.suppress(websockets.ConnectionClosedError):  # closed with an error code
+                async for raw in ws:
+                    messages.append(json.loads(raw))
+                    if messages[-1].get("type") == "ready_to_stop":
+                        return
+
+        reading = asyncio.create_task(reader())
+        try:
+            for i, chunk in enumerate(chunks):
+                if i == text_frame_at:
+                    await ws.send('{"type": "stop"}')
+                await ws.send(chunk)
+            await ws.send(b"")
+        except websockets.ConnectionClosed:
+            pass  # the server closed on bad input; the reader has the reason
+        await reading
+        code = ws.close_code
+    return messages, code
+
+
+def updates_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if "type" not in m]
+
+
+def final_text(lines: list[dict[str, Any]]) -> str:
+    return " ".join(line["text"] for line in lines if line["speaker"] == 1)
+
+
+def concatenated_wav(clip_ids: tuple[str, ...], path: Path, gap_s: float = 1.2) -> Path:
+    """The clips one after another with ``gap_s`` of silence between them, as a 16 kHz WAV."""
+    gap = np.zeros(int(16000 * gap_s), dtype=np.float32)
+    audio = np.concatenate([part for c in clip_ids for part in (decode_audio(clip(c).path), gap)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(float_to_pcm16(audio))
+    return path
+
+
+CHUNK_S = 0.1
+
+
+def pcm_of(clip_id: str) -> bytes:
+    return float_to_pcm16(decode_audio(clip(clip_id).path))
+
+
+async def recv_json(ws, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def send_audio(ws, pcm: bytes, speed: float | None = None) -> None:  # type: ignore[no-untyped-def]
+    step = int(16000 * CHUNK_S) * 2
+    started = time.perf_counter()
+    for i in range(0, len(pcm), step):
+        await ws.send(pcm[i : i + step])
+        if speed:
+            due = started + (i + step) / 32000 / speed
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        else:
+            await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def in_loop_servers(tmp_path: Path, **overrides) -> AsyncIterator[tuple[int, int, object]]:  # type: ignore[no-untyped-def]
+    """The main app and the standalone --stt-port app served from this test's event loop (as `serve` does)."""
+    settings = Settings.load(model_dir=tmp_path / "models", **overrides)
+    app = create_app(settings)
+    ports = free_port(), free_port()
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=ports[0], log_level="warning")),
+        uvicorn.Server(uvicorn.Config(standalone_app(app), host="127.0.0.1", port=ports[1], log_level="warning")),
+    ]
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    try:
+        while not all(s.started for s in servers):
+            await asyncio.sleep(0.02)
+        await app.state.pool.get(None)
+        yield ports[0], ports[1], app
+    finally:
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks)
+
+
+class SSEClient:
+    """Reads ``/events`` in a thread and keeps every event (name, data, id)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.events: list[tuple[str, dict[str, Any], int | None]] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=httpx.Timeout(30.0, read=None))
+        self._stream = self._client.stream("GET", url + "/events", headers=headers or {})
+        self._response = self._stream.__enter__()
+        assert self._response.status_code == 200
+        assert self._response.headers["content-type"].startswith("text/event-stream")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        name, data, eid = "message", "", None
+        try:
+            for line in self._response.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line.startswith("id:"):
+                    eid = int(line[3:].strip())
+                elif line == "" and data:
+                    with self._lock:
+                        self.events.append((name, json.loads(data), eid))
+                    name, data, eid = "message", "", None
+        except (httpx.HTTPError, RuntimeError, ValueError):
+            return  # closed by close() or by the server
+
+    def snapshot(self) -> list[tuple[str, dict[str, Any], int | None]]:
+        with self._lock:
+            return list(self.events)
+
+    def wait_for(self, predicate: Callable[[list[tuple[str, dict[str, Any], int | None]]], bool]) -> bool:
+        deadline = time.monotonic() + SSE_WAIT_S
+        while time.monotonic() < deadline:
+            if predicate(self.snapshot()):
+                return True
+            time.sleep(0.1)
+        return predicate(self.snapshot())
+
+    def finals(self) -> list[dict[str, Any]]:
+        return [d for n, d, _ in self.snapshot() if n == "captions" and d["is_final"]]
+
+    def close(self) -> None:
+        self._stream.__exit__(None, None, None)
+        self._client.close()
+        self._thread.join(timeout=10)

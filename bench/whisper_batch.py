@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--repeat", type=int, default=2, help="runs per size; the fastest counts")
+    parser.add_argument("--beam-size", type=int, default=1, help="1: the partial passes' greedy search")
     args = parser.parse_args()
 
     settings = Settings.load(model_dir=Path(tempfile.mkdtemp()), threads=args.threads)
@@ -41,8 +42,10 @@ def main() -> None:
     if decode is None:
         sys.exit(f"{args.model}: this engine has no batched window decoding")
     clips = [c for c in english_clips() if c.duration <= 29.5]
-    options = TranscribeOptions(language="en", beam_size=1, fallback=False, word_timestamps=True, vad_filter=False)
-    print(f"model {engine.name}, {args.threads} threads; {len(clips)} English windows available")
+    options = TranscribeOptions(
+        language="en", beam_size=args.beam_size, fallback=False, word_timestamps=True, vad_filter=False
+    )
+    print(f"model {engine.name}, {args.threads} threads, beam {args.beam_size}; {len(clips)} English windows available")
     engine.transcribe(decode_audio(clips[0].path), options)  # warm-up
     header = ("batch", "audio s", "one by one s", "batched s", "speed-up", "WER 1x1", "WER batch")
     print("{:>5} {:>8} {:>13} {:>10} {:>9} {:>8} {:>10}".format(*header))

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # Longest audio an upload may decode to (0: no limit).  A small compressed file can claim hours;
     # decoding stops at the limit, so one request holds at most this much audio in memory.
     max_audio_minutes: float = Field(default=120.0, ge=0)
+    max_uploads: int = Field(default=4, ge=0)  # uploads read and decoded at once (0: no limit); more get 429
 
     # -- live --
     pcm_input: bool = False

@@ -26,7 +26,7 @@ from openai import OpenAI
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.errors import is_public
-from tests.helpers import ServerThread, clip, header_only, running_server
+from tests.helpers import ServerThread, clip, eventually, header_only, running_server
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 EXPECTED = "go forward ten meters"
@@ -236,6 +236,28 @@ def test_oversize_chunked_upload_is_413(small_limit_server: ServerThread) -> Non
     _still_answers(client)
 
 
+def test_uploads_past_the_limit_are_429_on_both_doors_until_a_place_frees(tmp_path: Path) -> None:
+    """One place (--max-uploads 1) held by an upload that stalls: the next ones are refused at once, in each
+    door's shape; when the stalled one times out (408) the place is free again."""
+    settings = Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", max_uploads=1, upload_timeout_s=2)
+    with running_server(settings) as srv, socket.create_connection(("127.0.0.1", srv.port), timeout=60) as held:
+        held.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+        )
+        eventually(lambda: getattr(srv.config.app.state, "uploads_active", 0) == 1, 30, "the upload to hold its place")
+        client = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.audio.transcriptions.create(model="whisper-1", file=_good())
+        assert _envelope(refused.value)["code"] == "too_many_uploads"
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        listen = httpx.post(srv.url + "/v1/listen", content=GO_FORWARD.path.read_bytes(), timeout=60)
+        assert listen.status_code == 429 and "uploads" in listen.json()["err_msg"]
+        assert held.recv(65536).startswith(b"HTTP/1.1 408")  # the stalled upload times out and lets go
+        eventually(lambda: srv.config.app.state.uploads_active == 0, 30, "the place to be free")
+        _still_answers(client)
+
+
 def test_client_disconnecting_mid_upload(
     client: OpenAI, server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,7 +342,8 @@ def test_cors_preflight_without_key() -> None:
 
 # -- overload --------------------------------------------------------------------------------------
 def test_busy_is_429_with_retry_after() -> None:
-    settings = Settings.load(max_concurrency_per_model=1, max_queue_per_model=0, workers=2)
+    # the model's gate refuses here, not the upload limit (its own test above)
+    settings = Settings.load(max_concurrency_per_model=1, max_queue_per_model=0, workers=2, max_uploads=0)
     long_clip = clip("en_fleurs_en_002")  # 11.5 s: each request holds the only slot for a while
     payload = (long_clip.path.name, long_clip.path.read_bytes())
     with running_server(settings) as srv:

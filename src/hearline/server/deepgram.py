@@ -49,6 +49,7 @@ from hearline.server.deepgram_wire import (
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, to_api_error
 from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
+from hearline.server.upload_slots import UploadsFull, upload_slot
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +321,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def listen_prerecorded(request: Request) -> JSONResponse:
     """Transcribe the request body (any audio file, or raw audio with ``encoding`` and ``sample_rate``)."""
     settings, pool = request.app.state.settings, request.app.state.pool
+    try:
+        with upload_slot(request.app.state):
+            return await _prerecorded(request, settings, pool)
+    except UploadsFull as exc:
+        return JSONResponse(http_error(exc.status, exc.message), status_code=exc.status, headers=exc.headers)
+
+
+async def _prerecorded(request: Request, settings: Any, pool: Any) -> JSONResponse:
     try:
         params = _params(request)
         body = await _read_body(request, settings.max_upload_bytes)

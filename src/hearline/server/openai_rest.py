@@ -29,6 +29,7 @@ from hearline.engines.base import SAMPLE_RATE, Engine, Segment, Task, Transcript
 from hearline.models.pool import ModelPool
 from hearline.server.errors import APIError, to_api_error
 from hearline.server.openai_form import AudioRequest, parse_request, read_form
+from hearline.server.upload_slots import upload_slot
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +66,17 @@ async def health(request: Request) -> JSONResponse:
 async def _handle(request: Request, task: Task) -> Response:
     settings = request.app.state.settings
     pool: ModelPool = request.app.state.pool
-    form = await read_form(request, settings.max_upload_bytes)
-    try:
-        req = parse_request(form, task)
-        engine = await pool.get(req.model)
-        engine.check_options(req.options)  # e.g. translate on an English-only model: 400 before decoding
-        loop = asyncio.get_running_loop()
-        decode = functools.partial(decode_audio, req.upload.file, max_seconds=settings.max_audio_seconds)
-        audio = await loop.run_in_executor(None, decode)
-    finally:
-        await form.close()  # the spooled upload is no longer needed once decoded
+    with upload_slot(request.app.state):
+        form = await read_form(request, settings.max_upload_bytes)
+        try:
+            req = parse_request(form, task)
+            engine = await pool.get(req.model)
+            engine.check_options(req.options)  # e.g. translate on an English-only model: 400 before decoding
+            loop = asyncio.get_running_loop()
+            decode = functools.partial(decode_audio, req.upload.file, max_seconds=settings.max_audio_seconds)
+            audio = await loop.run_in_executor(None, decode)
+        finally:
+            await form.close()  # the spooled upload is no longer needed once decoded
     request.app.state.metrics.audio_received("rest", len(audio) / SAMPLE_RATE)
 
     if req.stream:

@@ -54,6 +54,7 @@ from hearline.live.captions_events import CaptionsStatus, Refusal, StartRefused,
 from hearline.live.translate import translation_targets
 from hearline.server.auth import is_authorized
 from hearline.server.captions_sse import Message, SSECaptionService
+from hearline.server.errors import UploadTooLarge, read_body
 from hearline.server.origin_guard import OriginGuardMiddleware
 from hearline.server.timeouts import TimeoutsMiddleware
 
@@ -126,12 +127,10 @@ class BadBody(ValueError):
 
 
 async def _body(request: Request) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise BadBody(f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB")
-    return bytes(body)
+    try:
+        return await read_body(request, MAX_BODY_BYTES)
+    except UploadTooLarge as exc:
+        raise BadBody(f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB") from exc
 
 
 async def _params(request: Request) -> dict[str, str]:

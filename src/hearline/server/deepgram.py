@@ -47,7 +47,7 @@ from hearline.server.deepgram_wire import (
     speech_started,
     utterance_end,
 )
-from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, to_api_error
+from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, read_body, to_api_error
 from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
 from hearline.server.upload_slots import UploadsFull, upload_slot
 
@@ -304,17 +304,8 @@ async def listen_live(ws: WebSocket) -> None:
 
 
 # -- pre-recorded -----------------------------------------------------------------------------------
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(http_error(status, message), status_code=status)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise UploadTooLarge(limit)
-    return bytes(body)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(http_error(status, message), status_code=status, headers=headers)
 
 
 @router.post("/v1/listen")
@@ -325,13 +316,13 @@ async def listen_prerecorded(request: Request) -> JSONResponse:
         with upload_slot(request.app.state):
             return await _prerecorded(request, settings, pool)
     except UploadsFull as exc:
-        return JSONResponse(http_error(exc.status, exc.message), status_code=exc.status, headers=exc.headers)
+        return _error(exc.status, exc.message, exc.headers)
 
 
 async def _prerecorded(request: Request, settings: Any, pool: Any) -> JSONResponse:
     try:
         params = _params(request)
-        body = await _read_body(request, settings.max_upload_bytes)
+        body = await read_body(request, settings.max_upload_bytes)
     except BadParams as exc:
         return _error(400, str(exc))
     except UploadTooLarge as exc:

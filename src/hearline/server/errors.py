@@ -177,6 +177,16 @@ def install_error_handlers(app: FastAPI) -> None:
 AUTH_DRAIN_BYTES = 8 * 1024 * 1024
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, or :class:`UploadTooLarge` as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise UploadTooLarge(limit)
+    return bytes(body)
+
+
 async def drain_body(receive: Receive, limit: int) -> None:
     """Read and discard up to ``limit`` more request-body bytes (stop early at the end or a disconnect)."""
     seen = 0

@@ -68,16 +68,14 @@ def refusal(scope: Scope, settings: object) -> str | None:
             return "a cross-site request from a web page"
         return None
     allowed = list(getattr(settings, "cors_origins", None) or [])
-    if "*" in allowed or origin in allowed or (host is not None and _same_origin(origin, host)):
+    if "*" in allowed or origin in allowed:
         return None
-    if urlsplit(origin).scheme in ("http", "https") and is_loopback_name(urlsplit(origin).netloc):
-        return None  # a page served from this machine
+    page = urlsplit(origin)
+    if page.scheme in ("http", "https") and (
+        (host is not None and page.netloc.lower() == host.lower()) or is_loopback_name(page.netloc)
+    ):
+        return None  # this server's own page, or a page served from this machine
     return f"a request from the web page origin {origin[:100]!r}, which is not this server's"
-
-
-def _same_origin(origin: str, host: str) -> bool:
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
 class OriginGuardMiddleware:

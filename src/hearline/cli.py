@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-sessions", dest="max_sessions", type=int, help="live sessions before new ones get 503 (32; 0: no limit)"
     )
+    serve.add_argument(
+        "--max-session-minutes", dest="max_session_minutes", type=float,
+        help="close a live session after this long, finals first (480; 0: never)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-connections", dest="max_connections", type=int, help="open connections before 503 (1000; 0: any)"
+    )
+    serve.add_argument(
+        "--header-timeout", dest="header_timeout_s", type=float, help="408 when request headers take longer (10 s)"
+    )
     _model_flags(serve)
     serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest accepted upload")
     serve.add_argument(
@@ -128,7 +138,7 @@ _SETTINGS_KEYS = (
     "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
     "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions", "live_idle_timeout_s",
-    "upload_timeout_s",
+    "upload_timeout_s", "max_session_minutes", "max_connections", "header_timeout_s",
 )  # fmt: skip
 
 

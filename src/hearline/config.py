@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     # session holds a decoder stream and buffers, and far more than a few dozen on one box means each
     # gets its finals late; an operator with a bigger machine raises it.
     max_sessions: int = Field(default=32, ge=0)
+    # A live session longer than this (wall clock) gets the finals of what it sent and is closed (0: never);
+    # the client reconnects.  A working day by default: long enough for any meeting, short enough that a
+    # forgotten client does not hold a place for good.
+    max_session_minutes: float = Field(default=480.0, ge=0)
+
+    # -- connections (every listener, each counted on its own) --
+    # Open connections (HTTP and WebSocket, a handshake included) before more get 503 + Retry-After;
+    # 0: no limit.  By default well inside the process's file-descriptor limit.
+    max_connections: int = Field(default_factory=lambda: _default_max_connections(), ge=0)
+    # A request (or WebSocket handshake) whose headers are not complete this long after the connection
+    # opened or the previous request ended gets 408 and is closed (0: never).
+    header_timeout_s: float = Field(default=10.0, ge=0)
 
     # -- captions (seed 000: /start /stop /events) and capture --
     pulse_server: str | None = None  # PulseAudio/PipeWire server for capture; None: the session default
@@ -186,6 +198,19 @@ class Settings(BaseSettings):
     def load(cls, **overrides: Any) -> Settings:
         """Build settings, dropping ``None`` overrides so unset CLI flags do not mask lower layers."""
         return cls(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def _default_max_connections() -> int:
+    """1000, or fewer when the soft file-descriptor limit leaves less room (models, devices, logs need some)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(16, min(1000, soft - 128))
 
 
 def _config_path(*sources: PydanticBaseSettingsSource) -> Path | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
@@ -25,22 +27,37 @@ FORWARD_WAIT_S = 0.05  # how often the drain looks whether the doors have sent t
 GOING_AWAY = 1001
 
 
-class _OpenSocket:
+class OpenSocket:
+    """An accepted WebSocket the server may close itself (drain, a session's maximum length)."""
+
     def __init__(self, send: Send) -> None:
         self._send = send
         self.closed = False
 
-    async def close(self) -> None:
+    async def close(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
         if self.closed:
             return
         self.closed = True
         with contextlib.suppress(RuntimeError, OSError):  # the client left meanwhile
-            await self._send({"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def open_sockets(state: Any) -> set[_OpenSocket]:
+#: the WebSocket the current task serves (set by :class:`OpenSocketsMiddleware`; None outside one)
+current_socket: contextvars.ContextVar[OpenSocket | None] = contextvars.ContextVar("current_socket", default=None)
+
+
+async def flush_and_forward(sessions: Iterable[Any]) -> None:
+    """Close each session's open utterance and wait until its door has read (and sent) every event."""
+    sessions = list(sessions)
+    await asyncio.gather(*(session.flush() for session in sessions), return_exceptions=True)
+    while any(s.events_waiting for s in sessions):
+        await asyncio.sleep(FORWARD_WAIT_S)
+    await asyncio.sleep(FORWARD_WAIT_S)  # the last send leaves the socket
+
+
+def open_sockets(state: Any) -> set[OpenSocket]:
     """The accepted WebSockets of every listener sharing ``state`` (the main app's)."""
-    sockets: set[_OpenSocket] | None = getattr(state, "open_sockets", None)
+    sockets: set[OpenSocket] | None = getattr(state, "open_sockets", None)
     if sockets is None:
         sockets = state.open_sockets = set()
     return sockets
@@ -57,7 +74,8 @@ class OpenSocketsMiddleware:
             await self.app(scope, receive, send)
             return
         sockets = open_sockets(scope["app"].state)
-        entry = _OpenSocket(send)
+        entry = OpenSocket(send)
+        current_socket.set(entry)  # this task's context: the door's code (and its session) sees it
 
         async def tracked(message: Message) -> None:
             if entry.closed:
@@ -82,11 +100,7 @@ async def drain(app: Any, timeout: float) -> None:
     logger.info("draining: %d live session(s) get the finals of what they sent", len(sessions))
     try:
         async with asyncio.timeout(timeout):
-            await asyncio.gather(*(session.flush() for session in sessions), return_exceptions=True)
-            # The doors' forwarders send the flushed finals; wait until each session's queue is read.
-            while any(s.events_waiting for s in sessions):
-                await asyncio.sleep(FORWARD_WAIT_S)
-            await asyncio.sleep(FORWARD_WAIT_S)  # the last send leaves the socket
+            await flush_and_forward(sessions)
     except TimeoutError:
         logger.warning("drain: not every session finished within %.0f s", timeout)
     sockets = list(open_sockets(app.state))

@@ -18,12 +18,16 @@ Admission (``--max-sessions`` and the graceful drain) is decided here once, by :
   :class:`SessionLimit`, a :class:`ServerBusy`, answered as the door's normal in-session busy error.
   Starts in flight are counted with the open sessions, so the limit is never exceeded.
 
-Each refusal is counted in ``hearline_refusals_total`` (``max_sessions``, ``draining``, ``busy``).
+Each refusal is counted in ``hearline_refusals_total`` (``max_sessions``, ``draining``, ``busy``), and so is
+a session closed for its length (``max_session_length``): ``--max-session-minutes`` after its start, a
+WebSocket session gets the finals of what it sent (as in a drain) and is closed with 1008 and a reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable
@@ -42,9 +46,11 @@ from hearline.engines.base import EngineError
 from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
-from hearline.server.drain import OpenSocketsMiddleware
+from hearline.server.drain import OpenSocket, OpenSocketsMiddleware, current_socket, flush_and_forward
 from hearline.server.origin_guard import OriginGuardMiddleware
 from hearline.server.timeouts import TimeoutsMiddleware
+
+logger = logging.getLogger(__name__)
 
 #: start failures a door reports to its client (unknown model, unsupported option, load failure, busy)
 START_ERRORS = (UnknownModel, EngineError, ServerBusy, OSError)
@@ -55,6 +61,8 @@ SESSION_LIMIT_RETRY_S = 2.0
 #: largest binary audio frame a live door takes (vosk-server's limit too: websockets' default).  At the
 #: lowest accepted rate that is two minutes of audio, so one frame's samples stay a few MB whatever its rate.
 MAX_AUDIO_FRAME_BYTES = 1 << 20
+#: close code of a session that reached ``--max-session-minutes`` (policy: a limit of this server)
+SESSION_LIMIT_CLOSE_CODE = 1008
 
 
 def frame_error(size: int) -> str | None:
@@ -155,6 +163,7 @@ class CountedSession(LiveSession):
         super().__init__(pool, model, options)
         self.door = door
         self._counted = False
+        self._expiry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         error = admission_error(self.pool, self.pool.settings)
@@ -174,9 +183,24 @@ class CountedSession(LiveSession):
             self.pool.metrics.session_opened(self.door, self.engine.name, self)
             self._counted = True
         self.pool.live_sessions.add(self)
+        limit_s = self.pool.settings.max_session_minutes * 60
+        socket = current_socket.get()
+        if limit_s > 0 and socket is not None:
+            self._expiry = asyncio.create_task(self._expire(limit_s, socket), name=f"session-limit-{self.door}")
+
+    async def _expire(self, limit_s: float, socket: OpenSocket) -> None:
+        """At ``--max-session-minutes``: the finals of what the client sent, then close 1008 (reconnect)."""
+        await asyncio.sleep(limit_s)
+        reason = f"the session reached the server's maximum length of {limit_s / 60:g} min (--max-session-minutes)"
+        logger.info("closing a %s session: %s", self.door, reason)
+        _count_refusal(self.pool, "max_session_length")
+        await flush_and_forward([self])
+        await socket.close(SESSION_LIMIT_CLOSE_CODE, reason)
 
     async def close(self) -> None:
         self.pool.live_sessions.discard(self)
+        if self._expiry is not None and self._expiry is not asyncio.current_task():
+            self._expiry.cancel()
         try:
             await super().close()
         finally:

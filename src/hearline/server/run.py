@@ -19,6 +19,7 @@ import uvicorn
 
 from hearline.config import Settings
 from hearline.server.app import create_app
+from hearline.server.connections import protocol_class
 from hearline.server.drain import DrainingServer
 from hearline.server.origin_guard import is_loopback_name
 
@@ -52,6 +53,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": None,  # the CLI configured logging already; keep one format
         # Open SSE subscribers (/events) would otherwise hold Ctrl-C / SIGTERM until they disconnect.
         "timeout_graceful_shutdown": 5,
+        "http": protocol_class(settings.header_timeout_s, settings.max_connections),
     }
     if settings.ssl_certfile:
         options["ssl_certfile"] = str(settings.ssl_certfile)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from http import HTTPStatus
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,10 +30,12 @@ logger = logging.getLogger(__name__)
 CONNECTIONS_RETRY_S = 5
 
 
-def _response(status: str, body: dict[str, Any], *extra: str) -> bytes:
-    payload = json.dumps(body).encode()
-    head = [f"HTTP/1.1 {status}", "Content-Type: application/json", f"Content-Length: {len(payload)}", *extra]
-    return ("\r\n".join([*head, "Connection: close", "", ""])).encode("ascii") + payload
+def _response(error: APIError) -> bytes:
+    """``error`` as raw HTTP/1.1 bytes, for answers given before (or instead of) an ASGI request cycle."""
+    payload = json.dumps(envelope(error.message, error.type, error.param, error.code)).encode()
+    head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}", "Content-Type: application/json"]
+    head += [f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in (error.headers or {}).items())]
+    return "\r\n".join([*head, "", ""]).encode("ascii") + payload
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -74,10 +76,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not self._over_limit():
             super().handle_websocket_upgrade()
             return
-        logger.warning("%s: WebSocket refused: %s", _peer(self.client), self._limit_message)
+        refusal = self._refusal()
+        logger.warning("%s: WebSocket refused: %s", _peer(self.client), refusal.message)
         self._count("max_connections")
-        refusal = _response("503 Service Unavailable", self._refusal, f"Retry-After: {CONNECTIONS_RETRY_S}")
-        self.transport.write(refusal)
+        self.transport.write(_response(refusal))
         self.transport.close()
 
     def _over_limit(self) -> bool:
@@ -95,9 +97,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
 
     def _headers_too_slow(self) -> None:
@@ -107,26 +108,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         message = f"the request headers did not arrive within {self.header_timeout_s:g} s (--header-timeout)"
         logger.info("%s: %s", _peer(self.client), message)
         self._count("header_timeout")
-        body = envelope(message, INVALID_REQUEST, code="header_timeout")
-        self.transport.write(_response("408 Request Timeout", body))
+        error = APIError(408, message, code="header_timeout", type=INVALID_REQUEST, headers={"Connection": "close"})
+        self.transport.write(_response(error))
         self.transport.close()
 
-    @property
-    def _limit_message(self) -> str:
-        return (
+    def _refusal(self) -> APIError:
+        """The one answer past ``max_connections``: raw bytes for an upgrade, a response for HTTP."""
+        message = (
             f"the server has its maximum of {self.max_connections} open connections (--max-connections); "
             "retry later or on another replica"
         )
-
-    @property
-    def _refusal(self) -> dict[str, Any]:
-        return envelope(self._limit_message, "server_error", code="too_many_connections")
+        headers = {"Retry-After": str(CONNECTIONS_RETRY_S), "Connection": "close"}
+        return APIError(503, message, code="too_many_connections", headers=headers)
 
     async def _refusal_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        logger.warning("%s: %s %s refused: %s", _peer(self.client), scope["method"], scope["path"], self._limit_message)
+        refusal = self._refusal()
+        logger.warning("%s: %s %s refused: %s", _peer(self.client), scope["method"], scope["path"], refusal.message)
         self._count("max_connections")
-        headers = {"Retry-After": str(CONNECTIONS_RETRY_S), "Connection": "close"}
-        refusal = APIError(503, self._limit_message, code="too_many_connections", headers=headers)
         await error_response(refusal)(scope, receive, send)
 
 

@@ -39,6 +39,7 @@ class FileServerState:
     broken: dict[str, int] = field(default_factory=dict)  # path -> status every GET gets (HEAD still works)
     drop: set[str] = field(default_factory=set)  # paths whose every GET ends after the headers
     missing_headers: dict[str, str] = field(default_factory=dict)  # extra headers on every 404
+    lengths: dict[str, int] = field(default_factory=dict)  # path -> the Content-Length claimed (a lying server)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gets(self, path: str) -> list[Request]:
@@ -103,7 +104,7 @@ def _handler(state: FileServerState) -> type[BaseHTTPRequestHandler]:
             chunk = body[start:]
             for key, value in extra.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(chunk)))
+            self.send_header("Content-Length", str(state.lengths.get(path, len(chunk))))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
             if head:

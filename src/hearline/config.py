@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     memory_budget_mb: int = 8192
     idle_unload_s: float = 0.0  # 0: never unload idle models
     auto_download: bool = True  # fetch a missing catalog/models.yaml model on first use (never when offline)
+    # Model downloads running at once (0: no limit); one more is refused with 429 until one finishes.
+    # Each is a thread and a share of the link and the disk; two keep a pull going beside a first-use fetch.
+    max_downloads: int = Field(default=2, ge=0)
     models_file: Path | None = None  # the models.yaml registry; None: <data dir>/models.yaml
     # Where release downloads are recognised and their published digests asked (GitHub Enterprise:
     # https://HOST and https://HOST/api/v3).

@@ -24,8 +24,8 @@ Names (all prefixed ``hearline_``):
 * ``work_refused_total{model,kind}``: pool jobs refused by a busy model (what a REST 429 or a skipped
   live partial or speculative final comes from)
 * ``refusals_total{reason}``: requests and work refused (``busy``, ``unauthorized``, ``bad_request``,
-  ``too_large``, ``not_found``, ``max_sessions``, ``max_connections``, ``header_timeout``, and live sessions
-  closed at ``max_session_length``)
+  ``too_large``, ``not_found``, ``max_sessions``, ``max_connections``, ``header_timeout``,
+  ``insufficient_storage``, and live sessions closed at ``max_session_length``)
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ from hearline.config import Settings
 from hearline.models.catalog import POCKETSPHINX, ModelEntry
 from hearline.models.download import DownloadError, checksum, is_offline, verification
 from hearline.models.download import remove as remove_model_files
+from hearline.models.download.manager import TooManyDownloads
+from hearline.models.download.space import InsufficientSpace
 from hearline.models.pool import ModelPool
 from hearline.models.registry import RegistryError, all_entries
 from hearline.models.resolve import ModelSpec, UnknownModel, shown_name, spec_entry
@@ -232,7 +234,15 @@ async def download_model(model_id: str, request: Request) -> JSONResponse:
             param="model",
             code="offline",
         )
-    pool.downloads.start(entry)
+    try:
+        pool.downloads.start(entry)
+    except TooManyDownloads as exc:
+        logger.warning("download refused: %s", exc)  # counted by status (429: busy) with every REST refusal
+        raise APIError(429, str(exc), param="model", code="too_many_downloads",
+                       headers={"Retry-After": str(exc.retry_after)}) from exc  # fmt: skip
+    except InsufficientSpace as exc:
+        logger.warning("download refused: %s", exc)
+        raise APIError(507, str(exc), param="model", code="insufficient_storage") from exc
     return JSONResponse(model_object(entry, spec, pool, _default_name(pool)), status_code=202)
 
 

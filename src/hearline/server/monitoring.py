@@ -36,6 +36,7 @@ REFUSAL_REASONS = {
     413: "too_large",
     422: "bad_request",
     429: "busy",
+    507: "insufficient_storage",
 }
 
 

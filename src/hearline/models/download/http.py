@@ -14,6 +14,7 @@ import httpx
 
 from hearline.models.download.errors import DownloadError, RemoteNotFound
 from hearline.models.download.progress import Progress
+from hearline.models.download.space import require_space
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def _fetch_once(url: str, part: Path, progress: Progress) -> None:
                     logger.info("server ignored the Range request for %s; restarting from zero", url)
                 mode, offset = "wb", 0
                 total = int(length) if length is not None else None
+            if total is not None:
+                require_space(progress.name, part.parent, total - offset)
             progress.update(state="downloading", downloaded=offset, total=total)
             with part.open(mode) as handle:
                 for chunk in resp.iter_raw():  # unbuffered: every received byte reaches the .part file

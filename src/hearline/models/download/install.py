@@ -25,6 +25,7 @@ from hearline.models.download.http import fetch
 from hearline.models.download.hub import hub_file_checksum, install_snapshot
 from hearline.models.download.progress import Progress
 from hearline.models.download.sources import hub_file, is_offline, missing_message, source_url
+from hearline.models.download.space import needed_bytes, require_space
 from hearline.models.download.staging import PARTIAL_DIR, model_lock, replace_dir, safe_name, staging_dir
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def _pull(
         if not force and entry.is_installed(model_dir):
             logger.info("%s was installed by another download meanwhile", entry.name)
             return target
+        require_space(entry.name, model_dir, needed_bytes(entry))
         started = time.perf_counter()
         if kind == "archive":
             _install_archive(entry, settings, progress, retries)

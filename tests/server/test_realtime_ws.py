@@ -278,7 +278,7 @@ async def test_ga_item_events_and_logprobs_validate_against_the_sdk_types(server
         assert completed["usage"]["type"] == "duration" and 1.0 < completed["usage"]["seconds"] < 12.0
         assert completed["transcript"]
         # (the bundled PocketSphinx reports every word with probability 1, so these are all 0.0; the
-        # tiny Whisper test below checks real probabilities)
+        # Whisper tiny.en test below checks real probabilities)
         check_logprobs(completed["logprobs"], completed["transcript"])
         for delta in of_type(item_events(events, item), "delta"):
             if "logprobs" in delta:  # the delta that closes the item: its own words
@@ -287,10 +287,10 @@ async def test_ga_item_events_and_logprobs_validate_against_the_sdk_types(server
     assert wer(reference(*TWO_CLIPS), transcript) <= 0.15, transcript
 
 
-async def test_logprobs_carry_the_engines_word_probabilities(tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    """A re-decoding engine with real word probabilities (the tiny random-weight Whisper: gibberish text,
-    genuine probabilities): ``completed`` has one negative-or-zero logprob per word, in the text's order."""
-    settings = Settings.load(model_dir=tmp_path / "models", model=str(tiny_whisper_dir), threads=1)
+async def test_logprobs_carry_the_engines_word_probabilities(tmp_path: Path) -> None:
+    """A re-decoding engine with real word probabilities (real Whisper tiny.en on real speech): ``completed``
+    has one negative-or-zero logprob per word, in the text's order, and not every word is certain."""
+    settings = Settings.load(model_dir=tmp_path / "models", model="tiny.en", threads=1)
     events: list[dict[str, Any]] = []
     session = {"type": "transcription", "include": [LOGPROBS],
                "audio": {"input": {"transcription": {"language": "en"}, "turn_detection": None}}}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from hearline.audio.decode import (
     G711_TABLES,
     AudioDecodeError,
     AudioTooLong,
+    DecodeCancelled,
     StreamResampler,
     decode_audio,
     float_to_pcm16,
@@ -203,3 +205,11 @@ def test_g711_tables_match_ffmpeg_decoding(law: str) -> None:
     np.testing.assert_array_equal(G711_TABLES[law], expected)
     np.testing.assert_array_equal(g711_to_float(codes, law), expected)
     np.testing.assert_allclose(g711_to_float(codes, law, channels=2), expected.reshape(-1, 2).mean(axis=1))
+
+
+def test_a_set_cancel_event_stops_decoding_before_any_audio_is_returned() -> None:
+    cancel = threading.Event()
+    assert decode_audio(clip("en_fw_jfk").path, cancel=cancel).size > 0
+    cancel.set()
+    with pytest.raises(DecodeCancelled):
+        decode_audio(clip("en_fw_jfk").path, cancel=cancel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from os import PathLike
 from typing import BinaryIO, cast
 
@@ -36,6 +37,10 @@ class AudioTooLong(AudioDecodeError):
         self.limit_s = limit_s
 
 
+class DecodeCancelled(Exception):
+    """The caller no longer wants the audio (its client left); nothing is returned."""
+
+
 def check_duration(samples: int, sample_rate: int, max_seconds: float | None) -> None:
     """Raise :class:`AudioTooLong` when ``samples`` at ``sample_rate`` pass ``max_seconds`` (None: no limit)."""
     if max_seconds is not None and samples > max_seconds * sample_rate:
@@ -47,12 +52,14 @@ def decode_audio(
     sample_rate: int = SAMPLE_RATE,
     split_stereo: bool = False,
     max_seconds: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
     """Decode the first audio stream of ``source``.
 
     Returns a float32 array of shape ``(n,)``; with ``split_stereo`` a ``(channels, n)`` array with each
     channel kept apart (a mono input gives one row), for per-speaker transcription of stereo calls.
-    ``max_seconds`` bounds the decoded duration (:class:`AudioTooLong` as soon as it is passed).
+    ``max_seconds`` bounds the decoded duration (:class:`AudioTooLong` as soon as it is passed);
+    ``cancel``, once set, stops the decode at the next packet with :class:`DecodeCancelled`.
     """
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -80,6 +87,8 @@ def decode_audio(
         errors = 0
         try:
             for packet in container.demux(stream):
+                if cancel is not None and cancel.is_set():
+                    raise DecodeCancelled("decoding was cancelled")
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:

@@ -147,10 +147,15 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(APIError(400, message, param=param, code="invalid_value"))
 
 
+#: nginx's "client closed request": what the access log and the metrics show for work a client abandoned
+CLIENT_CLOSED_STATUS = 499
+
+
 async def _disconnect_handler(request: Request, exc: Exception) -> JSONResponse:
-    # Nobody is listening any more; answer something so the ASGI cycle ends cleanly.
-    logger.info("client disconnected during %s %s", request.method, request.url.path)
-    return error_response(APIError(400, "client disconnected", code="client_disconnected"))
+    # Nobody is listening any more (the upload broke off, or the client left and its work was stopped);
+    # answer something so the ASGI cycle ends cleanly.
+    logger.info("client disconnected during %s %s; its work was stopped", request.method, request.url.path)
+    return error_response(APIError(CLIENT_CLOSED_STATUS, "client disconnected", code="client_disconnected"))
 
 
 #: the exceptions :func:`to_api_error` maps to a specific status (doors with their own error shape catch these)

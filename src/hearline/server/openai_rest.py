@@ -24,9 +24,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from hearline import formats
-from hearline.audio.decode import decode_audio
+from hearline.audio.decode import DecodeCancelled, decode_audio
 from hearline.engines.base import SAMPLE_RATE, Engine, Segment, Task, Transcript
 from hearline.models.pool import ModelPool
+from hearline.server.client_watch import ClientGone, ClientWatch
 from hearline.server.errors import APIError, to_api_error
 from hearline.server.openai_form import AudioRequest, parse_request, read_form
 from hearline.server.upload_slots import upload_slot
@@ -66,22 +67,31 @@ async def health(request: Request) -> JSONResponse:
 async def _handle(request: Request, task: Task) -> Response:
     settings = request.app.state.settings
     pool: ModelPool = request.app.state.pool
-    with upload_slot(request.app.state):
-        form = await read_form(request, settings.max_upload_bytes)
-        try:
-            req = parse_request(form, task)
-            engine = await pool.get(req.model)
-            engine.check_options(req.options)  # e.g. translate on an English-only model: 400 before decoding
-            loop = asyncio.get_running_loop()
-            decode = functools.partial(decode_audio, req.upload.file, max_seconds=settings.max_audio_seconds)
-            audio = await loop.run_in_executor(None, decode)
-        finally:
-            await form.close()  # the spooled upload is no longer needed once decoded
-    request.app.state.metrics.audio_received("rest", len(audio) / SAMPLE_RATE)
-
-    if req.stream:
-        return await _stream(pool, engine, audio, req)
-    transcript = await pool.run(engine, engine.transcribe, audio, req.options, None)
+    watch = ClientWatch(request.receive)
+    try:
+        with upload_slot(request.app.state):
+            form = await read_form(request, settings.max_upload_bytes)
+            watch.start()  # the whole body is in: what arrives next is the client's disconnect
+            try:
+                req = parse_request(form, task)
+                engine = await pool.get(req.model)
+                engine.check_options(req.options)  # e.g. translate on an English-only model: 400 before decoding
+                loop = asyncio.get_running_loop()
+                decode = functools.partial(
+                    decode_audio, req.upload.file, max_seconds=settings.max_audio_seconds, cancel=watch.gone
+                )
+                audio = await loop.run_in_executor(None, decode)
+            finally:
+                await form.close()  # the spooled upload is no longer needed once decoded
+        request.app.state.metrics.audio_received("rest", len(audio) / SAMPLE_RATE)
+        if req.stream:
+            await watch.stop()  # the SSE response watches for the disconnect itself
+            return await _stream(pool, engine, audio, req)
+        transcript = await pool.run(engine, watch.guard(engine.transcribe), audio, req.options, watch.check)
+    except DecodeCancelled as exc:
+        raise ClientGone from exc
+    finally:
+        await watch.stop()
     body = formats.render(
         transcript,
         req.response_format,

@@ -16,6 +16,16 @@ Prints:
 
   python bench/load.py --url http://127.0.0.1:8080 \\
       --backends http://127.0.0.1:8001 http://127.0.0.1:8002 http://127.0.0.1:8003 --sessions 12
+
+Overload (issue "Safe on a LAN"): ``--spawn`` starts its own ``hearline serve`` (``--serve-args``), and for
+``--duration-s`` each of the ``--sessions`` live slots opens session after session (a refused one tries
+again a second later) while ``--rest-workers`` post clips back to back to ``/v1/audio/transcriptions``.
+Printed besides the above: refusals by door (live 503s, REST 429s with their ``Retry-After``), REST
+latency p50/p95 of the answered requests, and the server's RSS and threads (its process tree) before,
+at the peak and ``--settle-s`` after the load ends:
+
+  python bench/load.py --spawn --serve-args "--model base --max-sessions 3" \\
+      --sessions 6 --rest-workers 2 --duration-s 120
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ import asyncio
 import contextlib
 import json
 import math
+import shlex
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,9 +50,11 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import english_clips, wer  # noqa: E402
+from tests.helpers import english_clips, free_port, wer  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
+from procmem import tree_rss_mb  # noqa: E402
+from spawn import start_server, tree_threads  # noqa: E402
 
 CHUNK_S = 0.1
 CHUNK = int(16000 * CHUNK_S) * 2  # bytes of PCM16
@@ -124,58 +138,164 @@ async def session(ws_url: str, clip_id: str, reference: str, pcm: bytes, headers
     return result
 
 
-async def main(args: argparse.Namespace) -> None:
+@dataclass
+class RestResult:
+    status: int
+    seconds: float
+    retry_after: str | None = None
+
+
+async def live_slot(ws_url: str, clips: list, audio: dict[str, bytes], headers: dict[str, str], slot: int,
+                    deadline: float) -> list[Result]:  # fmt: skip
+    """Sessions one after another until ``deadline`` (a refused one tries again a second later)."""
+    results: list[Result] = []
+    n = slot
+    while True:
+        item = clips[n % len(clips)]
+        result = await session(ws_url, item.id, item.text, audio[item.id], headers)
+        results.append(result)
+        n += 1
+        if time.perf_counter() >= deadline:
+            return results
+        if result.refused or result.failed:
+            await asyncio.sleep(1.0)
+
+
+async def rest_worker(url: str, clips: list, headers: dict[str, str], slot: int, deadline: float) -> list[RestResult]:
+    """Clips posted back to back until ``deadline``; a 429 waits half a second before the next."""
+    results: list[RestResult] = []
+    n = slot
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
+        while time.perf_counter() < deadline:
+            item = clips[n % len(clips)]
+            n += 1
+            started = time.perf_counter()
+            try:
+                response = await client.post(
+                    "/v1/audio/transcriptions",
+                    files={"file": (item.path.name, item.path.read_bytes())},
+                    data={"model": "whisper-1"},
+                )
+            except httpx.HTTPError:
+                results.append(RestResult(0, time.perf_counter() - started))
+                continue
+            results.append(RestResult(response.status_code, time.perf_counter() - started,
+                                      response.headers.get("retry-after")))  # fmt: skip
+            if response.status_code == 429:
+                await asyncio.sleep(0.5)
+    return results
+
+
+class Usage:
+    """RSS and threads of the spawned server's process tree: now, and the peak while sampling."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.peak = (0.0, 0)
+
+    def now(self) -> tuple[float, int]:
+        if self.pid is None:
+            return (float("nan"), 0)
+        sample = (tree_rss_mb(self.pid), tree_threads(self.pid))
+        self.peak = (max(self.peak[0], sample[0]), max(self.peak[1], sample[1]))
+        return sample
+
+
+async def run(args: argparse.Namespace, url: str, pid: int | None) -> None:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    backends = args.backends or [args.url]
-    ws_url = args.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/")
+    backends = args.backends or [url]
+    ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/")
     clips = [c for c in english_clips() if c.duration <= args.max_clip_s][: args.clips]
     audio = {c.id: float_to_pcm16(decode_audio(c.path)) for c in clips}
-    before = [scrape(url, headers) for url in backends]
+    before = [scrape(b, headers) for b in backends]
+    usage = Usage(pid)
+    baseline = usage.now()
 
     peaks = [0.0 for _ in backends]
     done = threading.Event()
 
-    def watch() -> None:  # peak of open sessions per backend, sampled every 0.25 s
+    def watch() -> None:  # peak of open sessions per backend and of the server's usage, every 0.25 s
         while not done.is_set():
-            for i, url in enumerate(backends):
+            for i, backend in enumerate(backends):
                 with contextlib.suppress(httpx.HTTPError):
-                    peaks[i] = max(peaks[i], scrape(url, headers)["open"])
+                    peaks[i] = max(peaks[i], scrape(backend, headers)["open"])
+            usage.now()
             done.wait(0.25)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     started = time.perf_counter()
+    deadline = started + args.duration_s
     tasks = []
     for n in range(args.sessions):
-        item = clips[n % len(clips)]
-        tasks.append(asyncio.create_task(session(ws_url, item.id, item.text, audio[item.id], headers)))
+        if args.duration_s > 0:
+            tasks.append(asyncio.create_task(live_slot(ws_url, clips, audio, headers, n, deadline)))
+        else:
+            item = clips[n % len(clips)]
+            tasks.append(asyncio.create_task(session(ws_url, item.id, item.text, audio[item.id], headers)))
         await asyncio.sleep(args.ramp_s)
-    results = await asyncio.gather(*tasks)
+    rest_tasks = [asyncio.create_task(rest_worker(url, clips, headers, n, deadline)) for n in range(args.rest_workers)]
+    gathered = await asyncio.gather(*tasks)
+    rest = [r for batch in await asyncio.gather(*rest_tasks) for r in batch]
+    results: list[Result] = [r for item in gathered for r in (item if isinstance(item, list) else [item])]
     elapsed = time.perf_counter() - started
     done.set()
     watcher.join(5)
-    after = [scrape(url, headers) for url in backends]
+    after = [scrape(b, headers) for b in backends]
+    await asyncio.sleep(args.settle_s if pid is not None else 0)
+    settled = usage.now()
 
     ok = [r for r in results if r.refused is None and r.failed is None and r.closing_latency is not None]
     latencies = [x for r in ok for x in r.final_latencies]
     closing = [r.closing_latency for r in ok if r.closing_latency is not None]
     audio_s = sum(len(audio[r.clip_id]) / 32000 for r in ok)
-    print(f"target {args.url}: {args.sessions} concurrent real-time /stt sessions, {len(clips)} clips, "
+    print(f"target {url}: {args.sessions} concurrent real-time /stt sessions, {len(clips)} clips, "
           f"ramp {args.ramp_s:.2f} s, {elapsed:.1f} s wall, {audio_s:.1f} s of audio answered")  # fmt: skip
-    print(f"sessions: {len(ok)} ok, {sum(r.refused is not None for r in results)} refused, "
+    print(f"live sessions: {len(ok)} ok, {sum(r.refused is not None for r in results)} refused, "
           f"{sum(r.failed is not None for r in results)} failed")  # fmt: skip
+    reasons: dict[str, int] = {}
     for r in results:
         if r.refused or r.failed:
-            print(f"  {r.clip_id}: {r.refused or r.failed}")
-    print(f"final latency (audio clock, {len(latencies)} finals): p50 {pct(latencies, 50):.3f} s, "
+            key = (r.refused or r.failed or "")[:100]
+            reasons[key] = reasons.get(key, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {count} x {reason}")
+    print(f"final latency = lag on the audio clock ({len(latencies)} finals): p50 {pct(latencies, 50):.3f} s, "
           f"p95 {pct(latencies, 95):.3f} s, max {max(latencies, default=float('nan')):.3f} s")  # fmt: skip
     print(f"closing latency (stop -> session_ended): p50 {pct(closing, 50):.3f} s, p95 {pct(closing, 95):.3f} s")
     if ok:
         print(f"corpus WER of finals: {wer([r.reference for r in ok], [' '.join(r.finals) for r in ok]):.3f}")
+    if rest:
+        answered = [r.seconds for r in rest if r.status == 200]
+        statuses: dict[int, int] = {}
+        for r in rest:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        retry = sorted({r.retry_after for r in rest if r.retry_after})
+        by_status = dict(sorted(statuses.items()))
+        print(f"REST ({args.rest_workers} workers): {len(rest)} requests, by status {by_status}, Retry-After "
+              f"seen {retry}; answered in p50 {pct(answered, 50):.2f} s, p95 {pct(answered, 95):.2f} s")  # fmt: skip
+    if pid is not None:
+        print(f"server RSS / threads: {baseline[0]:.0f} MB / {baseline[1]} before, peak {usage.peak[0]:.0f} MB / "
+              f"{usage.peak[1]}, {settled[0]:.0f} MB / {settled[1]} {args.settle_s:g} s after the load")  # fmt: skip
     print("replica distribution (from each backend's /metrics):")
-    for url, b, a, peak in zip(backends, before, after, peaks, strict=True):
+    for backend, b, a, peak in zip(backends, before, after, peaks, strict=True):
         opened = a["opened"] - b["opened"]
-        print(f"  {url}: {opened:.0f} sessions opened, peak {peak:.0f} open, {a['open']:.0f} open now")
+        print(f"  {backend}: {opened:.0f} sessions opened, peak {peak:.0f} open, {a['open']:.0f} open now")
+
+
+def main(args: argparse.Namespace) -> None:
+    if not args.spawn:
+        asyncio.run(run(args, args.url, None))
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = start_server(port, data_dir, shlex.split(args.serve_args))
+        try:
+            print(f"spawned: hearline serve {args.serve_args}", flush=True)
+            asyncio.run(run(args, f"http://127.0.0.1:{port}", server.pid))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 if __name__ == "__main__":
@@ -187,4 +307,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-clip-s", type=float, default=12.0, help="skip clips longer than this (default 12)")
     parser.add_argument("--ramp-s", type=float, default=0.05, help="seconds between session starts")
     parser.add_argument("--api-key", default=None, help="the server's API key, if set")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--spawn", action="store_true", help="start a hearline serve subprocess instead of --url")
+    parser.add_argument("--serve-args", default="", help="arguments for the spawned server")
+    parser.add_argument("--duration-s", type=float, default=0.0, help="keep offering load this long (0: one round)")
+    parser.add_argument("--rest-workers", type=int, default=0, help="clients posting clips back to back")
+    parser.add_argument("--settle-s", type=float, default=10.0, help="idle time before the after-load usage")
+    main(parser.parse_args())

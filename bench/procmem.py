@@ -13,7 +13,7 @@ from pathlib import Path
 def tree_rss_mb(pid: int | None = None) -> float:
     root = os.getpid() if pid is None else pid
     total_kb = 0
-    for proc in [root, *_descendants(root)]:
+    for proc in [root, *descendants(root)]:
         try:
             lines = Path(f"/proc/{proc}/status").read_text().splitlines()
         except FileNotFoundError:
@@ -22,7 +22,7 @@ def tree_rss_mb(pid: int | None = None) -> float:
     return total_kb / 1024
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     children: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -32,4 +32,4 @@ def _descendants(pid: int) -> list[int]:
         path = task / "children"
         if path.exists():
             children.extend(int(c) for c in path.read_text().split())
-    return [c for child in children for c in (child, *_descendants(child))]
+    return [c for child in children for c in (child, *descendants(child))]

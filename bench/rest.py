@@ -14,14 +14,11 @@ server's RSS before and after N sequential requests.  Targets: overhead < 5 %, R
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from openai import OpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,26 +31,11 @@ from hearline.config import Settings  # noqa: E402
 from hearline.engines.base import TranscribeOptions  # noqa: E402
 from hearline.models.resolve import load_engine, resolve_model  # noqa: E402
 from procmem import tree_rss_mb  # noqa: E402
+from spawn import start_server  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
     return tree_rss_mb(pid)
-
-
-def start_server(port: int, data_dir: str, model: str | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "XDG_DATA_HOME": data_dir, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "hearline.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen([*command, *(["--model", model] if model else [])], env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("status") == "ok":
-                return proc
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become healthy")
 
 
 def main() -> None:
@@ -67,7 +49,7 @@ def main() -> None:
     audio_s = sum(c.duration for c in clips)
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, data_dir, args.model)
+        server = start_server(port, data_dir, ["--model", args.model] if args.model else [])
         try:
             client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench", max_retries=0)
             settings = Settings.load(model=args.model, model_dir=Path(data_dir) / "direct")

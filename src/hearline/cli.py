@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-sessions", dest="max_sessions", type=int, help="live sessions before new ones get 503 (32; 0: no limit)"
     )
     serve.add_argument(
+        "--max-sessions-per-model", dest="max_sessions_per_model", nargs="+", metavar="MODEL=N",
+        help="live sessions one model may hold, e.g. base=4 (default: --max-sessions alone)",
+    )  # fmt: skip
+    serve.add_argument(
         "--max-downloads", dest="max_downloads", type=int,
         help="model downloads at once before more get 429 (2; 0: no limit)",
     )  # fmt: skip
@@ -143,7 +147,7 @@ _SETTINGS_KEYS = (
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",
     "allow_model_paths", "allow_remote_models", "drain_timeout", "max_sessions", "live_idle_timeout_s",
     "upload_timeout_s", "max_session_minutes", "max_connections", "header_timeout_s",
-    "max_downloads",
+    "max_downloads", "max_sessions_per_model",
 )  # fmt: skip
 
 

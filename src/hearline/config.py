@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # session holds a decoder stream and buffers, and far more than a few dozen on one box means each
     # gets its finals late; an operator with a bigger machine raises it.
     max_sessions: int = Field(default=32, ge=0)
+    # Live sessions per model, by model name (aliases allowed): a model on a small machine keeps up with
+    # fewer sessions than the server holds.  Env: ``base=4,tiny.en=8`` or a JSON object; a model not named
+    # is limited by ``max_sessions`` alone.
+    max_sessions_per_model: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     # A live session longer than this (wall clock) gets the finals of what it sent and is closed (0: never);
     # the client reconnects.  A working day by default: long enough for any meeting, short enough that a
     # forgotten client does not hold a place for good.
@@ -147,6 +151,21 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("max_sessions_per_model", mode="before")
+    @classmethod
+    def _split_limits(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            value = [part for part in text.split(",") if part.strip()]
+        if isinstance(value, list):
+            pairs = [str(part).split("=", 1) for part in value]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("per-model session limits are NAME=COUNT pairs, e.g. base=4")
+            return {name.strip(): int(count) for name, count in pairs}
         return value
 
     @field_validator("allow_model_paths", mode="before")

@@ -196,3 +196,44 @@ def test_zero_means_no_limit(tmp_path: Path) -> None:
 
     with running_server(settings) as server:
         assert asyncio.run(three()) == 3
+
+
+def test_a_model_at_its_own_limit_refuses_while_other_models_still_start(tmp_path: Path) -> None:
+    """``--max-sessions-per-model pocketsphinx=1``: a second PocketSphinx session is refused in /stt's error
+    shape, naming the model; a session on real Whisper tiny.en starts and transcribes beside the first."""
+    settings = Settings.load(
+        model_dir=tmp_path / "models", model="pocketsphinx", max_sessions_per_model="pocketsphinx=1"
+    )
+    assert settings.max_sessions_per_model == {"pocketsphinx": 1}
+
+    async def start(server: ServerThread, model: str) -> tuple[Any, dict[str, Any]]:
+        ws = await websockets.connect(server.ws_url + f"/stt?model={model}&language=en")
+        assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "connected"
+        await ws.send(json.dumps({"command": "start"}))
+        return ws, json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+    async def scenario(server: ServerThread) -> str:
+        holder = await open_stt(server)
+        second, answer = await start(server, "pocketsphinx")
+        assert answer["type"] == "error", answer
+        assert "model 'pocketsphinx' has its maximum of 1 live sessions" in answer["message"]
+        whisper, started = await start(server, "tiny.en")
+        assert started["type"] == "session_started", started
+        await whisper.send(pcm16("en_pocketsphinx_goforward"))
+        await whisper.send(json.dumps({"command": "stop"}))
+        finals = []
+        while True:
+            message = json.loads(await asyncio.wait_for(whisper.recv(), TIMEOUT))
+            assert message["type"] != "error", message
+            if message["type"] == "final":
+                finals.append(message["text"])
+            if message["type"] == "session_ended":
+                break
+        for ws in (holder, second, whisper):
+            await ws.close()
+        return " ".join(finals)
+
+    with running_server(settings) as server:
+        before = metric(scrape(server.url), "hearline_refusals_total", reason="max_sessions")
+        assert "forward" in asyncio.run(scenario(server)).lower()
+        assert metric(scrape(server.url), "hearline_refusals_total", reason="max_sessions") == before + 1

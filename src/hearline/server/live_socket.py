@@ -80,13 +80,15 @@ _starting: weakref.WeakKeyDictionary[ModelPool, weakref.WeakSet[Any]] = weakref.
 
 
 class SessionLimit(ServerBusy):
-    """``--max-sessions`` live sessions are open: a new one goes to another replica or waits."""
+    """``--max-sessions`` live sessions are open (of one model: ``--max-sessions-per-model``): a new one goes
+    to another replica or waits."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, model: str | None = None) -> None:
+        held = "the server has" if model is None else f"model {model!r} has"
         super().__init__(
-            "default",
+            model or "default",
             retry_after=SESSION_LIMIT_RETRY_S,
-            message=f"the server has its maximum of {limit} live sessions open; retry later or on another replica",
+            message=f"{held} its maximum of {limit} live sessions open; retry later or on another replica",
         )
         self.limit = limit
 
@@ -115,6 +117,20 @@ def admission_error(pool: ModelPool, settings: Settings) -> ServerBusy | None:
     limit = settings.max_sessions
     if limit > 0 and _open_count(pool) >= limit:
         return SessionLimit(limit)
+    return None
+
+
+def model_limit_error(pool: ModelPool, model: str) -> SessionLimit | None:
+    """The per-model decision (``--max-sessions-per-model``) for a new session of ``model`` (canonical name)."""
+    limit = 0
+    for key, count in pool.settings.max_sessions_per_model.items():
+        with contextlib.suppress(UnknownModel):  # a name no longer known limits nothing
+            if key == model or pool.resolve(key).name == model:
+                limit = count
+                break
+    starting = sum(1 for other in _starting.get(pool, ()) if getattr(other, "model_name", None) == model)
+    if limit > 0 and pool.users_of(model) + starting >= limit:
+        return SessionLimit(limit, model)
     return None
 
 
@@ -162,11 +178,13 @@ class CountedSession(LiveSession):
     ) -> None:
         super().__init__(pool, model, options)
         self.door = door
+        self.model_name: str | None = None
         self._counted = False
         self._expiry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        error = admission_error(self.pool, self.pool.settings)
+        self.model_name = self.pool.resolve(self.model).name  # an unknown name fails here as in the start
+        error = admission_error(self.pool, self.pool.settings) or model_limit_error(self.pool, self.model_name)
         if error is not None:
             _count_refusal(self.pool, refusal_reason(error))
             raise error

@@ -1,4 +1,4 @@
-"""engines/pocketsphinx.py and pocketsphinx_stream.py: decoder processes that are leased, kept spare,
+"""engines/pocketsphinx/ (engine.py, stream.py): decoder processes that are leased, kept spare,
 and replaced when one dies, the live stream going on with the utterance it was decoding.
 
 The bundled PocketSphinx model and its real decoder processes; real speech from ../shared/audio.
@@ -19,7 +19,7 @@ import websockets
 from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
-from hearline.engines.pocketsphinx import PocketSphinxEngine
+from hearline.engines.pocketsphinx.engine import PocketSphinxEngine
 from hearline.models.pool import ModelPool
 from tests.helpers import clip, pcm16, running_server
 

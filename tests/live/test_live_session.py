@@ -14,7 +14,7 @@ import pytest
 from hearline.audio.decode import decode_audio, resample
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
-from hearline.engines.pocketsphinx import DecoderProcess
+from hearline.engines.pocketsphinx.engine import DecoderProcess
 from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool

@@ -35,7 +35,7 @@ SHERPA_ONNX = "sherpa-onnx"
 WHISPER_CPP = "whisper-cpp"
 
 ENGINE_MODULES = {
-    POCKETSPHINX: "hearline.engines.pocketsphinx",
+    POCKETSPHINX: "hearline.engines.pocketsphinx.engine",
     FASTER_WHISPER: "hearline.engines.faster_whisper",
     SHERPA_ONNX: "hearline.engines.sherpa_onnx",
     WHISPER_CPP: "hearline.engines.whisper_cpp",

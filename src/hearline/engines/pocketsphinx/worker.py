@@ -182,7 +182,7 @@ class _Worker:
 
 
 def main() -> None:
-    """``python -m hearline.engines.pocketsphinx_worker READ_FD WRITE_FD MODEL_DIR [eager]`` (started by the engine).
+    """``python -m hearline.engines.pocketsphinx.worker READ_FD WRITE_FD MODEL_DIR [eager]`` (started by the engine).
 
     A plain subprocess rather than ``multiprocessing``: spawn/forkserver re-import the parent's
     ``__main__``, which breaks under embedding servers and interactive use.

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hearline.audio.decode import float_to_pcm16
-from hearline.engines import pocketsphinx_worker
 from hearline.engines.base import EngineError, EngineStream, TranscribeOptions, Transcript, Word
+from hearline.engines.pocketsphinx import worker as pocketsphinx_worker
 
 if TYPE_CHECKING:
-    from hearline.engines.pocketsphinx import DecoderProcess, PocketSphinxEngine
+    from hearline.engines.pocketsphinx.engine import DecoderProcess, PocketSphinxEngine
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 It needs no download, which is why it is the default.  A PocketSphinx ``Decoder`` is stateful, costs
 ~90 MB and holds the GIL for the whole of each call, so every decoder lives in its own worker process
-(:mod:`hearline.engines.pocketsphinx_worker`) and is leased from a small bounded pool: offline calls
+(:mod:`.worker`) and is leased from a small bounded pool: offline calls
 hold one for the call, live streams hold one only while an utterance is open.  The thread that waits
 on a worker's pipe releases the GIL, so the event loop and other sessions keep running.
 """
@@ -41,7 +41,7 @@ from hearline.engines.base import (
     Transcript,
     join_text,
 )
-from hearline.engines.pocketsphinx_stream import PocketSphinxStream, _words
+from hearline.engines.pocketsphinx.stream import PocketSphinxStream, _words
 from hearline.engines.segments import group_words, split_long
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class DecoderProcess:
         from_child_r, from_child_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hearline.engines.pocketsphinx_worker",
+                [sys.executable, "-m", "hearline.engines.pocketsphinx.worker",
                  str(to_child_r), str(from_child_w), str(model_dir), *(["eager"] if spare else [])],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,

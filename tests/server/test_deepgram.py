@@ -17,7 +17,7 @@ from deepgram.environment import DeepgramClientEnvironment
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
-from tests.helpers import ServerThread, clip, running_server, wer
+from tests.helpers import ServerThread, clip, normalize, running_server, wer
 
 CLIP = "en_fw_jfk"
 TIMEOUT = 240
@@ -236,3 +236,13 @@ async def test_whisper_finalize_and_keywords(whisper_server: ServerThread) -> No
     text = final_text(messages)
     assert wer(clip(CLIP).text, text) < 0.2, text  # measured: 0.000 (Whisper base)
     assert any(ch in text for ch in ",.") and text[0].isupper()  # punctuate=true keeps Whisper's own text
+    # interims Whisper had time for carry their words (LocalAgreement's timed hypothesis) on the audio's clock,
+    # as Deepgram's do (at twice real time a busy machine may skip them all: tests/live/test_local_agreement.py
+    # checks the words themselves)
+    worded = [m for m in messages if m.type == "Results" and not m.is_final and m.channel.alternatives[0].words]
+    duration = len(pcm16(CLIP)) / 32000
+    for message in worded:
+        alt = message.channel.alternatives[0]
+        assert all(0 <= w.start <= w.end <= duration + 0.5 for w in alt.words), alt.words
+        assert [w.start for w in alt.words] == sorted(w.start for w in alt.words)
+        assert normalize(" ".join(w.word for w in alt.words)) == normalize(alt.transcript), alt

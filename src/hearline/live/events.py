@@ -42,6 +42,7 @@ class Partial:
     text: str  # whole not-yet-final text of the open utterance
     start: float
     committed: str = ""  # prefix of ``text`` that will not change any more (LocalAgreement)
+    words: list[Word] = field(default_factory=list)  # session clock; empty where the policy has no times
     type: Literal["partial"] = "partial"
 
 

@@ -130,7 +130,8 @@ class LocalAgreementPolicy(Policy):
         self._maybe_trim()
         committed = " ".join(p for p in (self._trimmed_text, self._committed_text()) if p).strip()
         rest = " ".join(w.word.strip() for w in self._hypothesis).strip()
-        return Result(text=f"{committed} {rest}".strip(), committed=committed, language=self._language)
+        words = self._trimmed_words + self._committed + self._hypothesis
+        return Result(text=f"{committed} {rest}".strip(), committed=committed, words=words, language=self._language)
 
     def _maybe_trim(self) -> None:
         if self._window_samples <= self._trim or not self._committed:

@@ -105,7 +105,7 @@ class SessionDecoder(SessionState):
         # of the silence after it would only flicker.
         if result is not None and result.text and utt.guess is None:
             start = round(utt.speech_sample / SAMPLE_RATE, 3)
-            await self._emit(Partial(utt.id, result.text, start, committed=result.committed))
+            await self._emit(Partial(utt.id, result.text, start, committed=result.committed, words=result.words))
         self._progress.set()
         return True
 
@@ -274,7 +274,8 @@ class SessionDecoder(SessionState):
             return
         result = _result_of(done)
         if result is not None and result.text:
-            self._emit_nowait(Partial(utt.id, result.text, round(utt.speech_sample / SAMPLE_RATE, 3)))
+            start = round(utt.speech_sample / SAMPLE_RATE, 3)
+            self._emit_nowait(Partial(utt.id, result.text, start, words=result.words))
 
     async def _emit_final(self, utt: _Utterance, result: Result) -> None:
         speech_start = utt.speech_sample / SAMPLE_RATE

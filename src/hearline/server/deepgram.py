@@ -155,7 +155,7 @@ class _Connection:
         if isinstance(event, SpeechStarted) and params.vad_events:
             await self.send(speech_started(event.start))
         elif isinstance(event, Partial) and params.interim_results and event.text:
-            alt = alternative(event.text, [], params.punctuate)
+            alt = alternative(event.text, event.words, params.punctuate)
             duration = self.session.audio_seconds - event.start
             await self.send(self.stream.results(event.start, duration, alt, is_final=False))
         elif isinstance(event, Final) and (event.text or self.finalizing):

@@ -35,7 +35,6 @@ from tests.fileserver import (
     FileServer,
     GitHubServer,
     HubServer,
-    file_server,
     github_server,
     hub_server,
     make_tar_bz2,
@@ -51,17 +50,7 @@ ARCHIVE = make_tar_bz2(
 )
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch: pytest.MonkeyPatch) -> None:
-    # conftest makes every test offline; these tests talk only to their own loopback server
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HEARLINE_OFFLINE", raising=False)
-
-
-@pytest.fixture()
-def server() -> FileServer:
-    with file_server() as srv:
-        yield srv
+pytestmark = pytest.mark.usefixtures("online")  # tests/models/conftest.py: only their own loopback servers
 
 
 def _settings(tmp_path: Path, models: dict, **overrides) -> Settings:

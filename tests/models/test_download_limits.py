@@ -17,23 +17,13 @@ from hearline.config import Settings
 from hearline.models import download
 from hearline.models.download.space import InsufficientSpace, free_bytes
 from hearline.models.registry import all_entries
-from tests.fileserver import FileServer, file_server
+from tests.fileserver import FileServer
 from tests.helpers import eventually, metric, running_server, scrape
 
 PAYLOAD = os.urandom(600_000)  # ten 64 KiB chunks: with a delay per chunk a transfer takes a while
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch: pytest.MonkeyPatch) -> None:
-    # conftest makes every test offline; these tests talk only to their own loopback server
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HEARLINE_OFFLINE", raising=False)
-
-
-@pytest.fixture()
-def server() -> FileServer:
-    with file_server() as srv:
-        yield srv
+pytestmark = pytest.mark.usefixtures("online")  # tests/models/conftest.py: only their own loopback servers
 
 
 def _ggml(url: str, size: int | None = None) -> dict:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from hearline.config import Settings
 from hearline.models import download
 from hearline.models.download.space import InsufficientSpace, free_bytes
 from hearline.models.registry import all_entries
 from tests.fileserver import FileServer
 from tests.helpers import eventually, metric, running_server, scrape
+from tests.models.downloads import settings_with
 
 PAYLOAD = os.urandom(600_000)  # ten 64 KiB chunks: with a delay per chunk a transfer takes a while
 
@@ -34,18 +33,12 @@ def _ggml(url: str, size: int | None = None) -> dict:
     return {"engine": "whisper.cpp", "file": url.rsplit("/", 1)[-1], "download": block}
 
 
-def _settings(tmp_path: Path, models: dict, **overrides) -> Settings:
-    models_file = tmp_path / "models.yaml"
-    models_file.write_text(yaml.safe_dump({"models": models}))
-    return Settings.load(model_dir=tmp_path / "models", models_file=models_file, **overrides)
-
-
 def test_a_declared_size_beyond_the_free_space_is_refused_before_any_request(
     server: FileServer, tmp_path: Path
 ) -> None:
     url = server.add("/huge.bin", PAYLOAD)
     huge = free_bytes(tmp_path) + 10**9
-    settings = _settings(tmp_path, {"huge": _ggml(url, size=huge)})
+    settings = settings_with(tmp_path, {"huge": _ggml(url, size=huge)})
     entry = all_entries(settings)["huge"]
 
     with pytest.raises(InsufficientSpace, match="not enough free space for 'huge'"):
@@ -61,7 +54,7 @@ def test_a_declared_size_beyond_the_free_space_is_refused_before_any_request(
 def test_a_content_length_beyond_the_free_space_stops_before_writing(server: FileServer, tmp_path: Path) -> None:
     url = server.add("/lying.bin", PAYLOAD)
     server.state.lengths["/lying.bin"] = free_bytes(tmp_path) + 10**9  # nothing declared: the server's word
-    settings = _settings(tmp_path, {"lying": _ggml(url)})
+    settings = settings_with(tmp_path, {"lying": _ggml(url)})
     entry = all_entries(settings)["lying"]
 
     with pytest.raises(InsufficientSpace, match="not enough free space for 'lying'"):
@@ -74,7 +67,7 @@ def test_a_content_length_beyond_the_free_space_stops_before_writing(server: Fil
 def test_running_downloads_reserve_what_they_still_have_to_write(server: FileServer, tmp_path: Path) -> None:
     server.state.delay_s = 0.3
     share = int(free_bytes(tmp_path) * 0.6)  # each fits alone, the two do not
-    settings = _settings(
+    settings = settings_with(
         tmp_path,
         {"first": _ggml(server.add("/first.bin", PAYLOAD), size=share),
          "second": _ggml(server.add("/second.bin", PAYLOAD), size=share)},
@@ -93,7 +86,7 @@ def test_past_max_downloads_the_server_answers_429_then_accepts_when_one_finishe
     server: FileServer, tmp_path: Path
 ) -> None:
     server.state.delay_s = 0.2
-    settings = _settings(
+    settings = settings_with(
         tmp_path,
         {"first": _ggml(server.add("/first.bin", PAYLOAD)), "second": _ggml(server.add("/second.bin", PAYLOAD))},
         max_downloads=1,
@@ -115,7 +108,7 @@ def test_past_max_downloads_the_server_answers_429_then_accepts_when_one_finishe
 
 def test_pulling_a_model_too_big_for_the_disk_is_507(server: FileServer, tmp_path: Path) -> None:
     url = server.add("/huge.bin", PAYLOAD)
-    settings = _settings(tmp_path, {"huge": _ggml(url, size=free_bytes(tmp_path) + 10**9)})
+    settings = settings_with(tmp_path, {"huge": _ggml(url, size=free_bytes(tmp_path) + 10**9)})
     with running_server(settings) as srv:
         refused = httpx.post(srv.url + "/v1/models/huge")
         assert refused.status_code == 507

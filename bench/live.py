@@ -43,24 +43,10 @@ from hearline.engines.base import TranscribeOptions  # noqa: E402
 from hearline.live.session import Final, Lag, LiveOptions, LiveSession, Partial, SpeechStarted  # noqa: E402
 from hearline.models.pool import ModelPool  # noqa: E402
 from procmem import tree_rss_mb  # noqa: E402
+from stats import fmt, pct  # noqa: E402
 
 SR = 16000
 CHUNK = SR // 10
-
-
-def rss_mb() -> float:
-    return tree_rss_mb()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def fmt(values: list[float]) -> str:
-    return f"p50 {pct(values, 50):.2f} s  p95 {pct(values, 95):.2f} s  (n={len(values)})"
 
 
 async def stream_realtime(pool: ModelPool, audio: np.ndarray, options: LiveOptions) -> dict:
@@ -266,12 +252,12 @@ async def section_long(pool: ModelPool, clips: list, minutes: float, options: Li
         pushes_t.append(time.perf_counter())
         if warm_rss is None and i >= total // 10:
             gc.collect()
-            warm_rss = rss_mb()
+            warm_rss = tree_rss_mb()
     await session.flush()
     await reader
     elapsed = time.perf_counter() - started
     gc.collect()
-    end_rss = rss_mb()
+    end_rss = tree_rss_mb()
     await session.close()
     # Compare like with like: a final's latency grows with its utterance's length, so the two windows
     # are whole passes over the looped corpus (the same utterances), at least a tenth of the session

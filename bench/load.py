@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import shlex
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from tests.helpers import english_clips, free_port, wer  # noqa: E402
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
 from procmem import tree_rss_mb  # noqa: E402
 from spawn import start_server, tree_threads  # noqa: E402
+from stats import pct  # noqa: E402
 
 CHUNK_S = 0.1
 CHUNK = int(16000 * CHUNK_S) * 2  # bytes of PCM16
@@ -69,13 +69,6 @@ class Result:
     closing_latency: float | None = None
     refused: str | None = None
     failed: str | None = None
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def scrape(url: str, headers: dict[str, str]) -> dict[str, float]:

@@ -27,10 +27,6 @@ sys.path.insert(0, str(ROOT))
 from procmem import tree_rss_mb  # noqa: E402
 
 
-def rss_mb() -> float:
-    return tree_rss_mb()
-
-
 def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:
     """Runs in the child: resolve, import the engine module, load, transcribe 2 s of real speech."""
     import importlib
@@ -41,16 +37,16 @@ def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:
     from hearline.models.resolve import ENGINE_MODULES, load_engine, resolve_model
 
     settings = Settings.load(model_dir=Path(model_dir) if model_dir else None)
-    rss_base = rss_mb()
+    rss_base = tree_rss_mb()
     spec = resolve_model(name, settings)
     started = time.perf_counter()
     importlib.import_module(ENGINE_MODULES[spec.engine])
     import_s = time.perf_counter() - started
-    rss_imported = rss_mb()
+    rss_imported = tree_rss_mb()
     started = time.perf_counter()
     engine = load_engine(spec, settings)
     load_s = time.perf_counter() - started
-    rss_loaded = rss_mb()
+    rss_loaded = tree_rss_mb()
     run_s = None
     if run:
         started = time.perf_counter()
@@ -65,7 +61,7 @@ def measure_one(name: str, model_dir: str | None, run: bool = True) -> dict:
         "transcribe_2s_s": run_s,
         "rss_base_mb": round(rss_base, 1),
         "rss_imported_mb": round(rss_imported, 1),
-        "rss_loaded_mb": round(rss_mb(), 1),
+        "rss_loaded_mb": round(tree_rss_mb(), 1),
         "model_rss_mb": round(rss_loaded - rss_imported, 1),
         "pool_estimate_mb": round(engine.memory_bytes() / 1024 / 1024, 1),
     }

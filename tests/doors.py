@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import re
 import threading
 import time
 import wave
@@ -183,3 +185,41 @@ class SSEClient:
         self._stream.__exit__(None, None, None)
         self._client.close()
         self._thread.join(timeout=10)
+
+
+# WhisperLiveKit /asr full-mode updates: the keys its page reads, and the H:MM:SS.cc line times
+ASR_UPDATE_KEYS = {
+    "status",
+    "lines",
+    "buffer_transcription",
+    "buffer_diarization",
+    "buffer_translation",
+    "remaining_time_transcription",
+    "remaining_time_diarization",
+}
+ASR_TIME = r"^\d+:\d\d:\d\d\.\d\d$"
+
+
+def check_full_mode_shape(messages: list[dict[str, Any]], use_worklet: bool = False) -> list[dict[str, Any]]:
+    """A full-mode session as WhisperLiveKit's page reads it: config, updates only on change, ready_to_stop.
+
+    Returns the last update's lines."""
+    assert messages[0] == {"type": "config", "useAudioWorklet": use_worklet, "mode": "full"}
+    assert messages[-1] == {"type": "ready_to_stop"}
+    updates = updates_of(messages)
+    assert len(updates) == len(messages) - 2  # nothing but config, updates, ready_to_stop
+    assert updates[0]["status"] == "no_audio_detected" and updates[0]["lines"] == []
+    for before, after in itertools.pairwise(updates):
+        assert before != after  # sent only when something changed
+    for update in updates:
+        assert set(update) == ASR_UPDATE_KEYS, update
+        assert update["buffer_diarization"] == "" and update["remaining_time_diarization"] == 0.0
+        for line in update["lines"]:
+            assert line["speaker"] in (1, -2)
+            assert set(line) <= {"speaker", "text", "start", "end", "translation", "detected_language"}
+            assert re.match(ASR_TIME, line["start"]) and re.match(ASR_TIME, line["end"])
+            assert line["start"] <= line["end"]
+    last = updates[-1]
+    assert last["status"] == "active_transcription"
+    assert last["buffer_transcription"] == "" and last["remaining_time_transcription"] == 0.0
+    return last["lines"]

@@ -19,7 +19,8 @@ import websockets
 from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
-from hearline.engines.pocketsphinx.engine import PocketSphinxEngine
+from hearline.engines.pocketsphinx.engine import DecoderProcess, PocketSphinxEngine
+from hearline.live.policies import NativePolicy
 from hearline.models.pool import ModelPool
 from tests.helpers import clip, pcm16, running_server
 
@@ -103,3 +104,49 @@ async def test_a_live_session_survives_its_decoder_being_killed(tmp_path: Path) 
                 if message["type"] == "final":
                     finals.append(message["text"])
         assert "forward" in finals[0].lower()
+
+
+async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(
+    pool: ModelPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PocketSphinx stream: audio passed over by partial decoding keeps the text before the gap and is in
+    the final pass, which equals offline decoding of the whole utterance.  A gap skipped step by step
+    restarts the first-pass search once, not once per step."""
+    engine = await pool.get(None)
+    audio = decode_audio(clip("en_ljspeech_LJ001-0001").path)
+    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+    third = audio.size // 3
+    commands: list[str] = []
+    real_call = DecoderProcess.call
+
+    def counted_call(self: DecoderProcess, command: str, *args: object) -> object:
+        commands.append(command)
+        return real_call(self, command, *args)
+
+    monkeypatch.setattr(DecoderProcess, "call", counted_call)
+
+    def stream_with_gap() -> tuple[str, str, str, str]:
+        stream = engine.open_stream(TranscribeOptions(language="en"))
+        try:
+            stream.accept(audio[:third])
+            before = stream.partial()
+            for piece in np.array_split(audio[third : 2 * third], 4):
+                stream.skip(piece)
+            at_gap = stream.partial()
+            stream.accept(audio[2 * third :])
+            after = stream.partial()
+            return before, at_gap, after, stream.finish().text
+        finally:
+            stream.close()
+
+    before, at_gap, after, final = await asyncio.get_running_loop().run_in_executor(None, stream_with_gap)
+    policy = NativePolicy(engine, TranscribeOptions(language="en"))
+    policy.begin(0)
+    await asyncio.get_running_loop().run_in_executor(None, policy.partial, audio[:8000])
+    assert policy.can_skip  # PocketSphinx keeps the audio for its final pass
+    await asyncio.get_running_loop().run_in_executor(None, policy.close)
+    assert before and at_gap == before  # nothing of the skipped stretch was decoded for the partial
+    assert after.startswith(before) and len(after.split()) > len(before.split())
+    assert final == offline.text  # the final pass covered the skipped stretch too
+    assert commands.count("stream_skip") == 1
+    assert engine.leases_in_use == 0

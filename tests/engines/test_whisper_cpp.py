@@ -13,30 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import (
     SAMPLE_RATE,
     EngineError,
     ModelFilesMissing,
     TranscribeOptions,
-    Transcript,
     UnsupportedOption,
 )
 from hearline.engines.whisper_cpp import WhisperCppEngine, read_header
 from hearline.models.resolve import WHISPER_CPP, ModelSpec, load_engine, resolve_model
-from tests.helpers import clip
+from tests.engines.timeline import assert_timeline
 from tests.tiny_ggml import GGML_MAGIC, build_ggml_whisper
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return Settings.load(threads=1)
-
-
-@pytest.fixture(scope="module")
-def speech() -> np.ndarray:
-    return decode_audio(clip("en_fw_jfk").path)
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +38,6 @@ def engine(ggml_file: Path, settings: Settings) -> WhisperCppEngine:
     spec = resolve_model(str(ggml_file), settings)
     assert spec.engine == WHISPER_CPP
     return load_engine(spec, settings)
-
-
-def assert_timeline(transcript: Transcript, duration: float) -> None:
-    previous = 0.0
-    for segment in transcript.segments:
-        assert 0.0 <= segment.start <= segment.end <= duration + 1e-3, segment
-        assert segment.start >= previous - 1e-3
-        previous = segment.start
-        for word in segment.words:
-            assert segment.start - 1e-3 <= word.start <= word.end <= segment.end + 1e-3, (word, segment)
-    starts = [w.start for w in transcript.words]
-    assert starts == sorted(starts)
 
 
 def test_absolute_path_to_an_uncatalogued_file_loads(engine: WhisperCppEngine, ggml_file: Path) -> None:

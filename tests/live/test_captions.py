@@ -22,7 +22,6 @@ import pytest
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.captions import get_service, standalone_app
-from hearline.server.captions_sse import EventHub, Message
 from tests.doors import SSEClient
 from tests.helpers import (
     PulseDaemon,
@@ -361,34 +360,6 @@ def test_api_key_is_enforced(tmp_path: Path, pulse: PulseDaemon) -> None:
     finally:
         captions_port.stop()
         main.stop()
-
-
-def test_hub_drops_a_slow_subscriber_without_slowing_others() -> None:
-    hub = EventHub(backlog=5, subscriber_queue=4)
-    slow, _ = hub.subscribe()
-    fast, _ = hub.subscribe()
-    received = []
-    for i in range(10):
-        hub.publish("captions", {"id": i})
-        while not fast.queue.empty():
-            received.append(fast.queue.get_nowait().data["id"])
-    assert received == list(range(10))  # the reading subscriber got everything, in order
-    assert slow.dropped and hub.subscribers == 1
-    left = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
-    assert [(m.event, m.data["kind"]) for m in left] == [("error", "slow_subscriber")]
-
-
-def test_hub_backlog_resumes_and_reports_a_gap() -> None:
-    hub = EventHub(backlog=5, subscriber_queue=4)
-    ids = [hub.publish("captions", {"n": i}).id for i in range(10)]
-    _, replay = hub.subscribe(last_event_id=ids[7])
-    assert [m.id for m in replay] == ids[8:]
-    _, replay = hub.subscribe(last_event_id=ids[1])  # 3..5 expired from the 5-event backlog
-    assert replay[0].event == "error" and replay[0].data["kind"] == "backlog"
-    assert [m.id for m in replay[1:]] == ids[5:]
-    _, replay = hub.subscribe()
-    assert replay == [] and "id: " not in Message(None, "ping", {}).encode().decode()
-    assert hub.publish("translate", {"id": 1}).encode().decode().startswith(f"id: {ids[-1] + 1}\nevent: translate\n")
 
 
 def test_whisper_default_captions_german_system_audio_with_english_translation(

@@ -14,7 +14,6 @@ import pytest
 from hearline.audio.decode import decode_audio, resample
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
-from hearline.engines.pocketsphinx.engine import DecoderProcess
 from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool
@@ -306,52 +305,6 @@ async def test_final_prepared_in_the_pause_before_the_endpoint(
     assert len(passes) == 2, passes  # the pass started in each pause became that utterance's final
 
 
-async def test_a_skipped_stretch_thins_the_partials_but_the_final_decodes_it(
-    pool: ModelPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """PocketSphinx stream: audio passed over by partial decoding keeps the text before the gap and is in
-    the final pass, which equals offline decoding of the whole utterance.  A gap skipped step by step
-    restarts the first-pass search once, not once per step."""
-    engine = await pool.get(None)
-    audio = audio_of("en_ljspeech_LJ001-0001")
-    offline = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
-    third = audio.size // 3
-    commands: list[str] = []
-    real_call = DecoderProcess.call
-
-    def counted_call(self: DecoderProcess, command: str, *args: object) -> object:
-        commands.append(command)
-        return real_call(self, command, *args)
-
-    monkeypatch.setattr(DecoderProcess, "call", counted_call)
-
-    def stream_with_gap() -> tuple[str, str, str, str]:
-        stream = engine.open_stream(TranscribeOptions(language="en"))
-        try:
-            stream.accept(audio[:third])
-            before = stream.partial()
-            for piece in np.array_split(audio[third : 2 * third], 4):
-                stream.skip(piece)
-            at_gap = stream.partial()
-            stream.accept(audio[2 * third :])
-            after = stream.partial()
-            return before, at_gap, after, stream.finish().text
-        finally:
-            stream.close()
-
-    before, at_gap, after, final = await asyncio.get_running_loop().run_in_executor(None, stream_with_gap)
-    policy = NativePolicy(engine, TranscribeOptions(language="en"))
-    policy.begin(0)
-    await asyncio.get_running_loop().run_in_executor(None, policy.partial, audio[:8000])
-    assert policy.can_skip  # PocketSphinx keeps the audio for its final pass
-    await asyncio.get_running_loop().run_in_executor(None, policy.close)
-    assert before and at_gap == before  # nothing of the skipped stretch was decoded for the partial
-    assert after.startswith(before) and len(after.split()) > len(before.split())
-    assert final == offline.text  # the final pass covered the skipped stretch too
-    assert commands.count("stream_skip") == 1
-    assert engine.leases_in_use == 0
-
-
 async def test_partial_work_that_falls_behind_skips_to_the_newest_audio(pool: ModelPool) -> None:
     """Audio pushed far faster than it is decoded: partials pass over older audio, the final loses nothing."""
     engine = await pool.get(None)
@@ -420,66 +373,3 @@ async def test_start_rejects_unsupported_language(pool: ModelPool) -> None:
     with pytest.raises(UnsupportedOption):
         await session.start()
     await session.close()
-
-
-class _ScriptedEngine:
-    """A stand-in re-decoding engine for the LocalAgreement logic alone (no model involved).
-
-    The audio carries its own sample index (value = index * 1e-7), so the engine knows which absolute
-    stretch of a fixed word script a window covers: words wholly inside are returned correctly, a word
-    cut by the window's end comes back misspelt (an unstable tail, as a real decoder gives).
-    """
-
-    name = "scripted"
-    kind = "test"
-
-    def __init__(self, words: int) -> None:
-        from hearline.engines.base import Capabilities
-
-        self.capabilities = Capabilities(native_streaming=False)
-        self.script = [(f"w{i}", i * 0.5 + 0.05, i * 0.5 + 0.45) for i in range(words)]
-        self.windows: list[float] = []
-        self.prompts: list[str | None] = []
-
-    def transcribe(self, audio, options, on_segment=None):  # type: ignore[no-untyped-def]
-        from hearline.engines.base import Segment, Transcript, Word
-
-        first = round(float(audio[0]) * 1e7) / 16000
-        last = first + audio.size / 16000
-        self.windows.append(audio.size / 16000)
-        self.prompts.append(options.prompt)
-        words = []
-        for text, start, end in self.script:
-            if start >= first and end <= last:
-                words.append(Word(text, start - first, end - first))
-            elif start >= first and start < last:
-                words.append(Word(text + "x", start - first, last - first))
-        segment = Segment(0, 0.0, audio.size / 16000, " ".join(w.word for w in words), words)
-        return Transcript(segment.text, [segment], "en", None, audio.size / 16000)
-
-
-def test_local_agreement_commits_trims_and_finalises() -> None:
-    from hearline.live.local_agreement import LocalAgreementPolicy
-
-    seconds = 40
-    engine = _ScriptedEngine(words=seconds * 2)
-    policy = LocalAgreementPolicy(engine, TranscribeOptions(language="en"), partial_interval_s=0.5)  # type: ignore[arg-type]
-    audio = (np.arange(seconds * 16000, dtype=np.float64) * 1e-7).astype(np.float32)
-    policy.begin(0)
-    committed: list[str] = []
-    step = 8000
-    for i in range(0, audio.size - step, step):
-        result = policy.partial(audio[i : i + step])
-        assert result is not None and result.text.startswith(result.committed)
-        committed.append(result.committed)
-    assert all(b.startswith(a) for a, b in itertools.pairwise(committed))
-    assert len(committed[-1].split()) > 60  # it commits as it goes
-    assert max(engine.windows) <= 15.0  # the re-decoded window is trimmed at committed words
-    assert any(p and "w3" in p for p in engine.prompts)  # trimmed committed text becomes the prompt
-    policy.hold(audio[audio.size - step :])
-    final = policy.final_job(audio, 0)()  # a fresh pass over the whole utterance, not the trimmed window
-    expected = [w for w, _, _ in engine.script]
-    assert final.text.split() == expected
-    assert [w.word for w in final.words] == expected
-    for word, (_, start, end) in zip(final.words, engine.script, strict=True):
-        assert word.start == pytest.approx(start, abs=0.01) and word.end == pytest.approx(end, abs=0.01)

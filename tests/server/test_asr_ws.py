@@ -8,10 +8,8 @@ the result; real-time pacing is the benchmark's job).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +19,20 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
 from hearline.server import asr_ws
 from hearline.server.asr_ws import apply_diff
-from tests.doors import concatenated_wav, final_text, run_session, updates_of, webm_chunks
+from tests.doors import (
+    ASR_UPDATE_KEYS,
+    check_full_mode_shape,
+    concatenated_wav,
+    final_text,
+    run_session,
+    updates_of,
+    webm_chunks,
+)
 from tests.helpers import ServerThread, clip, running_server, wer
 from tests.media import browser_chunks, browser_webm, safari_mp4
 
@@ -36,26 +40,6 @@ from tests.media import browser_chunks, browser_webm, safari_mp4
 # through a real server
 
 CLIPS = ("en_pocketsphinx_goforward", "en_uberi_english", "en_librivox_sense_and_sensibility_01_0880")
-UPDATE_KEYS = {
-    "status",
-    "lines",
-    "buffer_transcription",
-    "buffer_diarization",
-    "buffer_translation",
-    "remaining_time_transcription",
-    "remaining_time_diarization",
-}
-TIME = r"^\d+:\d\d:\d\d\.\d\d$"
-
-
-def pcm_chunks(clip_id: str, chunk_s: float = 0.25) -> list[bytes]:
-    """Raw s16le 16 kHz in 250 ms frames; every other frame has an odd length (samples split)."""
-    data = float_to_pcm16(decode_audio(clip(clip_id).path))
-    step = int(16000 * 2 * chunk_s)
-    chunks = [data[i : i + step] for i in range(0, len(data), step)]
-    for i in range(0, len(chunks) - 1, 2):  # move one byte across the boundary
-        chunks[i], chunks[i + 1] = chunks[i][:-1], chunks[i][-1:] + chunks[i + 1]
-    return chunks
 
 
 def offline_text(server: ServerThread, clip_id: str) -> str:
@@ -70,28 +54,6 @@ def offline_text(server: ServerThread, clip_id: str) -> str:
     return response.json()["text"]
 
 
-def _check_full_mode_shape(messages: list[dict[str, Any]], use_worklet: bool = False) -> list[dict[str, Any]]:
-    assert messages[0] == {"type": "config", "useAudioWorklet": use_worklet, "mode": "full"}
-    assert messages[-1] == {"type": "ready_to_stop"}
-    updates = updates_of(messages)
-    assert len(updates) == len(messages) - 2  # nothing but config, updates, ready_to_stop
-    assert updates[0]["status"] == "no_audio_detected" and updates[0]["lines"] == []
-    for before, after in itertools.pairwise(updates):
-        assert before != after  # sent only when something changed
-    for update in updates:
-        assert set(update) == UPDATE_KEYS, update
-        assert update["buffer_diarization"] == "" and update["remaining_time_diarization"] == 0.0
-        for line in update["lines"]:
-            assert line["speaker"] in (1, -2)
-            assert set(line) <= {"speaker", "text", "start", "end", "translation", "detected_language"}
-            assert re.match(TIME, line["start"]) and re.match(TIME, line["end"])
-            assert line["start"] <= line["end"]
-    last = updates[-1]
-    assert last["status"] == "active_transcription"
-    assert last["buffer_transcription"] == "" and last["remaining_time_transcription"] == 0.0
-    return last["lines"]
-
-
 async def test_webm_streams_concurrently_match_offline_transcription(server: ServerThread) -> None:
     """Three sessions at once, each with its own clip: each gets its own words, as good as offline."""
     queries = ["", "?language=en", "?language=auto"]  # auto: lines say which language was detected
@@ -100,7 +62,7 @@ async def test_webm_streams_concurrently_match_offline_transcription(server: Ser
     )
     references, streamed, offline = [], [], []
     for clip_id, query, (messages, _code) in zip(CLIPS, queries, results, strict=True):
-        lines = _check_full_mode_shape(messages)
+        lines = check_full_mode_shape(messages)
         assert lines, clip_id
         detected = {line.get("detected_language") for line in lines}
         assert detected == ({None} if query == "?language=en" else {"en"})
@@ -122,7 +84,7 @@ async def test_double_slash_path_and_diff_mode_reproduce_full_mode(server: Serve
     with exactly the full-mode lines."""
     chunks = webm_chunks("en_librivox_sense_and_sensibility_01_0880")
     full, _ = await run_session(server.ws_url, chunks, path="//asr", query="?language=en")
-    full_lines = _check_full_mode_shape(full)
+    full_lines = check_full_mode_shape(full)
     diff, _ = await run_session(server.ws_url, chunks, path="//asr", query="?language=en&mode=diff")
     assert diff[0] == {"type": "config", "useAudioWorklet": False, "mode": "diff"}
     assert diff[-1] == {"type": "ready_to_stop"}
@@ -168,7 +130,7 @@ async def test_long_session_prunes_old_lines_and_diff_mode_states_it(
     (full, _), (diff, _) = await asyncio.gather(
         run_session(url, chunks, query="?language=en"), run_session(url, chunks, query="?language=en&mode=diff")
     )
-    full_lines = _check_full_mode_shape(full)
+    full_lines = check_full_mode_shape(full)
     assert all(len(u["lines"]) <= 3 for u in updates_of(full))  # two kept lines plus the provisional one
     assert len(full_lines) == 2
     assert "forward" not in final_text(full_lines)  # the first utterance is long gone
@@ -244,7 +206,7 @@ async def test_garbage_and_truncated_streams_while_another_session_continues(ser
     for messages, code in ((bad, bad_code), (nohead, nohead_code)):
         errors = [u for u in updates_of(messages) if u["status"] == "error"]
         assert errors and "WebM, Ogg or MP4 header" in errors[0]["error"]
-        assert set(errors[0]) == UPDATE_KEYS | {"error"}
+        assert set(errors[0]) == ASR_UPDATE_KEYS | {"error"}
         assert code == 1007
     # WebM ending inside a block (a browser's stop): what arrived is transcribed, no error, a normal end
     assert cut[-1] == {"type": "ready_to_stop"}
@@ -252,7 +214,7 @@ async def test_garbage_and_truncated_streams_while_another_session_continues(ser
     assert not any(m.get("status") == "error" or m.get("type") == "error" for m in cut)
     assert last["lines"] and final_text(last["lines"])
     # the good session did not notice
-    assert _check_full_mode_shape(good) and not any(m.get("status") == "error" for m in good)
+    assert check_full_mode_shape(good) and not any(m.get("status") == "error" for m in good)
     # (PocketSphinx's words vary between runs with how the live pipeline batches audio -- "ten meters",
     # "ten years", "in these years" were seen -- so only the distinctive words are asserted)
     assert "go forward" in final_text(updates_of(good)[-1]["lines"])
@@ -287,7 +249,7 @@ async def test_safari_fragmented_mp4_streams_match_offline_and_bad_ones_are_repo
     (cut, _), (nohead, nohead_code) = results[-2:]
     references, streamed, offline = [], [], []
     for clip_id, (messages, _code) in zip(CLIPS, results, strict=False):
-        lines = _check_full_mode_shape(messages)
+        lines = check_full_mode_shape(messages)
         assert not any(u["status"] == "error" for u in updates_of(messages))
         references.append(clip(clip_id).text or "")
         streamed.append(final_text(lines))
@@ -298,13 +260,13 @@ async def test_safari_fragmented_mp4_streams_match_offline_and_bad_ones_are_repo
     # ending inside a fragment (a recorder's stop): what arrived is transcribed, no error, a normal end
     assert cut[-1] == {"type": "ready_to_stop"}
     last = updates_of(cut)[-1]
-    assert set(last) == UPDATE_KEYS and last["status"] != "error"
+    assert set(last) == ASR_UPDATE_KEYS and last["status"] != "error"
     assert final_text(last["lines"])
     errors = [u for u in updates_of(nohead) if u["status"] == "error"]
     assert errors and "WebM, Ogg or MP4 header" in errors[0]["error"] and nohead_code == 1007
     # and the server still serves
     messages, _ = await run_session(server.ws_url, safari_chunks("en_pocketsphinx_goforward"), query="?language=en")
-    assert "go forward" in final_text(_check_full_mode_shape(messages))
+    assert "go forward" in final_text(check_full_mode_shape(messages))
 
 
 async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread) -> None:
@@ -369,66 +331,6 @@ async def _until_no_connections() -> None:
     assert asr_ws.active_connections() == 0
 
 
-@pytest.fixture(scope="module")
-def fake_libretranslate() -> Iterator[ServerThread]:
-    """A LibreTranslate-compatible server that "translates" by tagging the text with the target."""
-    app = FastAPI()
-
-    @app.post("/translate")
-    async def translate(body: dict[str, Any]) -> dict[str, str]:
-        return {"translatedText": f"[{body['target']}] {body['q']}"}
-
-    server = ServerThread(app).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def pcm_server(tmp_path_factory: pytest.TempPathFactory, fake_libretranslate: ServerThread) -> Iterator[ServerThread]:
-    """--pcm-input, an API key and a (fake) LibreTranslate translator."""
-    settings = Settings.load(
-        model_dir=Path(tmp_path_factory.mktemp("models")),
-        pcm_input=True,
-        api_key="sekret",
-        translator="libretranslate",
-        translate_url=fake_libretranslate.url,
-    )
-    with running_server(settings) as srv:
-        yield srv
-
-
-async def test_pcm_input_mode(pcm_server: ServerThread) -> None:
-    clip_id = "en_pocketsphinx_goforward"
-    messages, _ = await run_session(pcm_server.ws_url, pcm_chunks(clip_id), query="?language=en&token=sekret")
-    lines = _check_full_mode_shape(messages, use_worklet=True)
-    assert wer(clip(clip_id).text or "", final_text(lines)) <= 0.25  # measured 0.0
-    headers = {"Authorization": "Bearer sekret"}
-    async with connect(pcm_server.ws_url + "/asr", additional_headers=headers) as ws:
-        assert json.loads(await ws.recv()) == {"type": "config", "useAudioWorklet": True, "mode": "full"}
-
-
-async def test_target_language_translates_each_line(pcm_server: ServerThread) -> None:
-    clip_id = "en_librivox_sense_and_sensibility_01_0880"
-    query = "?language=en&mode=diff&target_language=fr&token=sekret"
-    messages, _ = await run_session(pcm_server.ws_url, pcm_chunks(clip_id), query=query)
-    assert messages[-1] == {"type": "ready_to_stop"}
-    lines: list[dict[str, Any]] = []
-    for message in messages[1:-1]:
-        lines = apply_diff(lines, message)
-    spoken = [line for line in lines if line["speaker"] == 1]
-    assert spoken and all(line["translation"] == "[fr] " + line["text"] for line in spoken)
-    assert messages[-2]["buffer_translation"] == ""
-
-
-async def test_bad_token_refuses_the_handshake(pcm_server: ServerThread) -> None:
-    for query in ("", "?token=wrong"):
-        with pytest.raises(websockets.InvalidStatus) as refused:
-            await connect(pcm_server.ws_url + "/asr" + query)
-        assert refused.value.response.status_code == 403  # close 4401 before accept
-
-
 BROWSER_SESSION_JS = """async ([url, ms, endFirst]) => {
   const ws = new WebSocket(url);
   const messages = [];
@@ -486,7 +388,7 @@ def test_real_chromium_mediarecorder_stream(server: ServerThread, tmp_path: Path
             messages = page.evaluate(BROWSER_SESSION_JS, [server.ws_url + "//asr?language=en", record_ms, end_first])
         finally:
             browser.close()
-    lines = _check_full_mode_shape(messages)
+    lines = check_full_mode_shape(messages)
     assert not any(m.get("status") == "error" or m.get("type") == "error" for m in messages), messages
     text = final_text(lines)
     # seen: "go forward ten years", "go forward in these years" (the file itself: "go forward ten meters")

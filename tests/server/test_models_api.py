@@ -1,4 +1,7 @@
-"""/v1/models on a real server, through the official ``openai`` SDK and httpx."""
+"""/v1/models on a real server, through the official ``openai`` SDK and httpx.
+
+Pulling and deleting models needs the API key, or, without one, a loopback client.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -15,6 +19,8 @@ import websockets
 import yaml
 
 from hearline.config import Settings
+from hearline.server.app import create_app
+from hearline.server.models_api import is_loopback
 from tests.fileserver import FileServer, file_server, make_tar_bz2
 from tests.helpers import clip, eventually, pcm16, running_server
 
@@ -185,3 +191,63 @@ async def test_a_model_in_use_by_a_live_session_is_not_unloaded(tmp_path: Path) 
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             unloaded = await client.delete("/v1/models/pocketsphinx")
         assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
+
+
+# -- pulling and deleting: API key, or loopback ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("::ffff:127.0.0.1", True),
+        ("192.168.1.20", False), ("10.0.0.1", False), ("::ffff:192.168.1.20", False), ("fe80::1", False),
+        ("0.0.0.0", False), ("localhost", False), ("", False), (None, False),
+    ],
+)  # fmt: skip
+def test_is_loopback(host: str | None, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+def test_pull_and_delete_from_loopback_without_a_key(tmp_path: Path) -> None:
+    settings = Settings.load(model_dir=tmp_path / "models", model="pocketsphinx")
+    with running_server(settings) as srv:
+        _pull_and_delete(srv.url)
+
+
+def _pull_and_delete(url: str) -> None:
+    assert httpx.post(url + "/v1/models/pocketsphinx", timeout=60).status_code == 200  # installed already
+    deleted = httpx.delete(url + "/v1/models/pocketsphinx", timeout=60)
+    assert deleted.status_code == 200 and deleted.json()["id"] == "pocketsphinx"
+
+
+async def _from(app: Any, host: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """The real app over ASGI with a chosen client address (a LAN client cannot be faked over loopback TCP)."""
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hearline.lan") as client:
+        return await client.request(method, path, **kwargs)
+
+
+async def test_pull_and_delete_from_the_lan_need_the_api_key(tmp_path: Path) -> None:
+    # listening on the LAN (a server bound to loopback refuses the LAN's Host names before anything else)
+    app = create_app(Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", host="0.0.0.0"))
+    try:
+        for method in ("POST", "DELETE"):
+            refused = await _from(app, "192.168.1.20", method, "/v1/models/pocketsphinx")
+            assert refused.status_code == 403, method
+            error = refused.json()["error"]
+            assert error["type"] == "invalid_request_error" and error["code"] == "permission_denied"
+            assert "--api-key" in error["message"]
+        listed = await _from(app, "192.168.1.20", "GET", "/v1/models")  # reading stays open
+        assert listed.status_code == 200
+        assert (await _from(app, "127.0.0.1", "POST", "/v1/models/pocketsphinx")).status_code == 200
+
+        app.state.settings = Settings.load(
+            model_dir=tmp_path / "models", model="pocketsphinx", host="0.0.0.0", api_key="k"
+        )
+        assert (await _from(app, "192.168.1.20", "POST", "/v1/models/pocketsphinx")).status_code == 401
+        keyed = await _from(app, "192.168.1.20", "POST", "/v1/models/pocketsphinx", headers={"X-API-Key": "k"})
+        assert keyed.status_code == 200
+        keyed = await _from(app, "192.168.1.20", "DELETE", "/v1/models/pocketsphinx", headers={"X-API-Key": "k"})
+        assert keyed.status_code == 200
+    finally:
+        await app.state.pool.close()

@@ -1,5 +1,6 @@
 """The browser pages in a real headless Chromium: live transcription from a fake microphone playing a real
-clip, file upload, exports, reconnect after a server restart, PCM mode, captions overlay, accessibility.
+clip, file upload, exports, reconnect after a server restart, PCM mode, accessibility (the captions overlay
+is in test_web_captions.py).
 
 The clip is LJ001-0001 (9.7 s).  Bounds were measured on this machine with the bundled PocketSphinx:
 REST on the WAV: WER 0.07; live through the page (Opus or worklet PCM from the browser, LocalAgreement,
@@ -9,34 +10,28 @@ VAD splits): 0.04-0.11.  The bounds below leave room for a loaded machine.
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from hearline.config import Settings
 from hearline.server.app import create_app
-from hearline.server.captions import get_service
 from tests.browser_helpers import (
     ARTIFACTS,
     NETWORK_REFUSED,
-    TRANSCRIPT_OBSERVER,
     Console,
     launch,
     parse_srt,
     to_48k_wav,
     wait_healthy,
 )
-from tests.helpers import ServerThread, clip, free_port, running_server, wer
+from tests.helpers import ServerThread, clip, free_port, normalize, running_server, wer
 
 pytestmark = pytest.mark.browser
 
@@ -46,45 +41,6 @@ LIVE_WER_BOUND = 0.3
 # REST on the same WAV: 0.07 (tests/server/test_web.py::test_upload)
 UPLOAD_WER_BOUND = 0.2
 NO_HSCROLL = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
-
-
-@pytest.fixture(scope="module")
-def fake_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return to_48k_wav(CLIP.path, tmp_path_factory.mktemp("audio") / "mic48k.wav")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Any]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Any, fake_audio: Path) -> Iterator[Any]:
-    b = launch(playwright, fake_audio)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def console() -> Console:
-    return Console()
-
-
-@pytest.fixture
-def page(browser: Any, console: Console) -> Iterator[Page]:
-    context = browser.new_context(accept_downloads=True)
-    console.attach(context)
-    context.add_init_script(TRANSCRIPT_OBSERVER)
-    p = context.new_page()
-    yield p
-    context.close()
 
 
 def transcript_text(page: Page, block: str = "") -> str:
@@ -154,12 +110,8 @@ def test_live_recording_transcript_exports_and_no_console_errors(
     assert vtt.startswith("WEBVTT\n\n") and " --> " in vtt and "," not in vtt.split("\n")[2]
     body = json.loads(download(page, "json"))
     assert body["blocks"][0]["source"] == "mic" and body["blocks"][0]["lines"]
-    assert normalize_words(download(page, "txt")) == normalize_words(text)
+    assert normalize(download(page, "txt")).split() == normalize(text).split()
     assert console.unexpected() == [], console.messages
-
-
-def normalize_words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
 
 
 def test_upload_file_with_progress(page: Page, server: ServerThread, console: Console) -> None:
@@ -177,7 +129,7 @@ def test_upload_file_with_progress(page: Page, server: ServerThread, console: Co
     assert cues and cues[-1][2] <= CLIP.duration + 0.5
     page.click("#copy")
     page.wait_for_function("document.getElementById('copy').textContent === 'Copied'")
-    assert normalize_words(page.evaluate("navigator.clipboard.readText()")) == normalize_words(text)
+    assert normalize(page.evaluate("navigator.clipboard.readText()")).split() == normalize(text).split()
     assert console.unexpected() == [], console.messages
 
 
@@ -295,76 +247,6 @@ CONTRAST_JS = """
   return out;
 }
 """
-
-
-def test_captions_overlay_follows_events(browser: Any, console: Console) -> None:
-    app = create_app(Settings.load())
-
-    async def publish(request: Request) -> dict[str, int]:  # test-only door into the captions feed
-        body = await request.json()
-        message = get_service(request.app.state).hub.publish(body["event"], body["data"])
-        return {"id": message.id or 0}
-
-    app.add_api_route("/_test/publish", publish, methods=["POST"])
-    srv = ServerThread(app).start()
-    try:
-        context = browser.new_context(viewport={"width": 320, "height": 480})
-        console.attach(context)
-        page = context.new_page()
-        page.goto(srv.url + "/captions?lines=2&transparent=1")
-        page.wait_for_function("window.getComputedStyle(document.body).backgroundColor === 'rgba(0, 0, 0, 0)'")
-        page.goto(srv.url + "/captions?lines=2")
-        page.wait_for_function("/Waiting for captions/.test(document.getElementById('status').textContent)")
-
-        def send(event: str, **data: Any) -> None:
-            httpx.post(srv.url + "/_test/publish", json={"event": event, "data": data}, timeout=10).raise_for_status()
-
-        common = {"language": "en", "start": 0.0, "end": 1.0}
-        send("captions", id=1, text="hello wor", is_final=False, **common)
-        page.wait_for_function("document.querySelector('.cap.partial')?.textContent === 'hello wor'")
-        send("captions", id=1, text="hello world", is_final=True, **common)
-        send("captions", id=2, text="second line", is_final=True, **common)
-        send("captions", id=3, text="third", is_final=False, **common)
-        send("translate", id=2, text="zweite Zeile", lang_from="en", lang_to="de", translator="test")
-        page.wait_for_function("document.querySelector('.cap .translation')?.textContent === 'zweite Zeile'")
-        caps = page.locator(".cap")
-        assert caps.count() == 2  # ?lines=2: the oldest line scrolled away
-        assert caps.nth(0).inner_text().startswith("second line")
-        assert caps.nth(1).inner_text() == "third" and "partial" in (caps.nth(1).get_attribute("class") or "")
-        assert page.evaluate(NO_HSCROLL)
-        context.close()
-    finally:
-        srv.stop()
-    assert console.unexpected() == [], console.messages
-
-
-def test_captions_overlay_from_microphone_and_demo_page(browser: Any, server: ServerThread, console: Console) -> None:
-    context = browser.new_context()
-    console.attach(context)
-    page = context.new_page()
-    page.goto(server.url + "/captions?source=mic&lines=3")
-    page.wait_for_function("document.querySelectorAll('.cap').length > 0", timeout=90_000)
-    assert page.locator(".cap").count() <= 3
-
-    # examples/websocket-demo.html from another loopback web server, pointed at this server's /asr
-    demo_app = FastAPI()
-    demo_file = Path(__file__).resolve().parents[2] / "examples" / "websocket-demo.html"
-    demo_app.add_api_route("/demo.html", lambda: FileResponse(demo_file, media_type="text/html"))
-    demo_server = ServerThread(demo_app).start()
-    try:
-        page.goto(demo_server.url + "/demo.html")
-        assert page.input_value("#url") == demo_server.ws_url + "/asr"  # defaults to its own origin
-        page.fill("#url", server.ws_url + "/asr")
-        page.click("#start")
-        page.wait_for_function("document.getElementById('text').textContent.trim().length > 0", timeout=90_000)
-        page.click("#stop")
-        page.wait_for_function("document.getElementById('log').textContent === 'session ended'", timeout=150_000)
-        heard = set(normalize_words(page.inner_text("#text")))
-        assert len(heard & set(normalize_words(CLIP.text or ""))) >= 2, heard
-    finally:
-        demo_server.stop()
-    context.close()
-    assert console.unexpected() == [], console.messages
 
 
 REFUSE_MIC = """

@@ -2,8 +2,10 @@
 
 The contract: a window decoded in a batch gives what ``engine.transcribe`` gives for it alone without VAD (text,
 language, times inside the audio), whatever else shares the batch.  Measured with
-``python -m pytest tests/engines/test_faster_whisper_windows.py``: batched text identical to the one-by-one text on
-every transcribed clip below; WER of the English batch 0.016 (printed by the first test with ``-s``), bound 0.10.
+``python -m pytest tests/engines/test_faster_whisper_windows.py -s``: batched text identical to the one-by-one text
+on every transcribed clip on an AVX-512 Intel machine; on an AVX2 AMD EPYC one word of 25 differed once
+(es_fleurs_es_001, "vez" / "ve,"), so batched and lone text are compared by WER (printed; bound 0.10).  WER of
+the English batch against the references 0.016 (printed by the first test), bound 0.10.
 Translation is the exception: on an AVX2 AMD EPYC the German clip's batched and lone translations differed by
 WER 0.0 to 0.48 over five runs (identical on an AVX-512 Intel machine): greedy decoding of free-form English sits
 near ties that int8 rounding tips.  So a batched translation is checked for being English instead (share of
@@ -53,6 +55,16 @@ def _alone(engine: FasterWhisperEngine, audio: np.ndarray, options: TranscribeOp
     return engine.transcribe(audio, dataclasses.replace(options, vad_filter=False))
 
 
+#: batched int8 GEMMs round differently from a lone pass on some CPUs, which can tip a near-tie token
+BATCH_DRIFT_WER = 0.10
+
+
+def _same_decode(batched: str, alone: str, label: str) -> None:
+    drift = wer(alone, batched)
+    print(f"{label}: batched vs alone WER {drift:.3f}")
+    assert drift <= BATCH_DRIFT_WER, (label, alone, batched)
+
+
 def _inside(transcript: Transcript, duration: float) -> None:
     last = 0.0
     for segment in transcript.segments:
@@ -68,7 +80,7 @@ def test_a_batch_gives_each_window_its_own_decode(engine: FasterWhisperEngine) -
     assert len(batched) == len(audios)
     for clip_id, audio, result in zip(ENGLISH, audios, batched, strict=True):
         alone = _alone(engine, audio, PLAIN)
-        assert result.text == alone.text, clip_id
+        _same_decode(result.text, alone.text, clip_id)
         assert result.language == "en"
         assert result.duration == pytest.approx(audio.size / SAMPLE_RATE)
         _inside(result, result.duration)
@@ -86,7 +98,7 @@ def test_languages_are_detected_per_window(engine: FasterWhisperEngine) -> None:
         alone = _alone(engine, audio, PLAIN)
         assert result.language == clip(clip_id).language == alone.language
         assert result.language_probability is not None and result.language_probability > 0.5
-        assert result.text == alone.text, clip_id
+        _same_decode(result.text, alone.text, clip_id)
 
 
 def test_given_language_task_and_words_stay_per_window(engine: FasterWhisperEngine) -> None:
@@ -105,7 +117,9 @@ def test_given_language_task_and_words_stay_per_window(engine: FasterWhisperEngi
             print(f"batched translation: English share {english:.2f}: {result.text!r}")
             assert len(words) >= 5 and english >= 0.85, result.text
         else:
-            assert result.text == _alone(engine, request.audio, request.options).text
+            _same_decode(
+                result.text, _alone(engine, request.audio, request.options).text, request.options.language or ""
+            )
         assert result.language == request.options.language
         _inside(result, result.duration)
         words = [w for s in result.segments for w in s.words]
@@ -125,9 +139,9 @@ def test_prompted_windows_do_not_depend_on_their_batch(engine: FasterWhisperEngi
     requests.append(WindowRequest(other, TranscribeOptions(prompt=prompts[2], vad_filter=False)))
     batched = engine.decode_windows(requests)
     for request, result in zip(requests, batched, strict=True):
-        assert result.text == engine.decode_windows([request])[0].text
+        _same_decode(result.text, engine.decode_windows([request])[0].text, f"prompt {request.options.prompt!r}")
         assert wer(clip("en_fw_jfk").text or "", result.text) <= 0.10 or request.audio is other
-    assert batched[0].text == _alone(engine, audio, PLAIN).text
+    _same_decode(batched[0].text, _alone(engine, audio, PLAIN).text, "no prompt")
 
 
 def test_different_search_parameters_in_one_call(engine: FasterWhisperEngine) -> None:

@@ -1,5 +1,5 @@
-"""server/live_socket.py's frame limit on every binary live door: a frame over 1 MiB is an error in the
-door's shape and is dropped, the session goes on to its final, and memory stays bounded.
+"""server/live_socket.py: the frame limit on every binary live door (a frame over 1 MiB is an error in the
+door's shape and is dropped, the session goes on to its final, and memory stays bounded), and the one sender.
 
 The shared PocketSphinx server on a real port; real ``websockets`` clients.
 """
@@ -7,13 +7,17 @@ The shared PocketSphinx server on a real port; real ``websockets`` clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 from typing import Any
 
 import websockets
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hearline.server.live_socket import MAX_AUDIO_FRAME_BYTES
+from hearline.server.live_socket import MAX_AUDIO_FRAME_BYTES, SocketSender
 from tests.doors import run_session, updates_of, webm_chunks
 from tests.helpers import ServerThread, pcm16
 
@@ -115,3 +119,33 @@ async def _sample_rss(peak: list[int]) -> None:
     while True:
         peak.append(_rss_mb())
         await asyncio.sleep(0.01)
+
+
+async def test_sender_writes_one_frame_at_a_time_and_reports_a_gone_client() -> None:
+    """Concurrent senders (a door's forwarder and its receive loop) never interleave a frame; once the client
+    has vanished without a close handshake, ``send`` is ``False`` and ``gone``, not an exception."""
+    results: list[bool] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        sender = SocketSender(ws, "test")
+        sent = await asyncio.gather(*(sender.send({"n": n, "pad": "x" * 50_000}) for n in range(20)))
+        with contextlib.suppress(WebSocketDisconnect):
+            await ws.receive_text()  # until the client disappears
+        for n in range(3):
+            sent.append(await sender.send({"n": 20 + n}))
+        results.extend([*sent, sender.gone])
+        loop.call_soon_threadsafe(done.set)
+
+    server = ServerThread(Starlette(routes=[WebSocketRoute("/ws", endpoint)])).start()
+    try:
+        ws = await websockets.connect(server.ws_url + "/ws", max_size=None)
+        frames = [await _recv(ws) for _ in range(20)]
+        assert sorted(f["n"] for f in frames) == list(range(20)) and all(len(f["pad"]) == 50_000 for f in frames)
+        ws.transport.abort()  # no close frame: the client just goes
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+    finally:
+        server.stop()
+    assert results == [True] * 20 + [False] * 3 + [True]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +168,44 @@ async def test_language_the_model_lacks_is_refused_at_transcribe(tmp_path: Path)
         assert error.code == "unsupported_language" and "'de'" in error.text
         events = await transcribe(port, stereo_48k_pcm("en_pocketsphinx_goforward"))  # the server goes on
     assert "forward" in Transcript.from_event(events[-1]).text
+
+
+async def test_zeroconf_announces_the_listener_and_withdraws_it_on_stop(tmp_path: Path) -> None:
+    """Home Assistant finds Wyoming servers by browsing ``_wyoming._tcp`` over mDNS: a real zeroconf browser
+    on this machine's network resolves the announcement, connects to what it names, and sees it go on stop."""
+    from zeroconf import ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+    service = "_wyoming._tcp.local."
+    changes: list[tuple[str, ServiceStateChange]] = []
+
+    def on_change(zeroconf: object, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        changes.append((name, state_change))
+
+    app = create_app(Settings.load(model_dir=tmp_path / "models"))
+    server = WyomingServer(app, "127.0.0.1", 0, zeroconf=True)
+    browser_zc = AsyncZeroconf()
+    browser = AsyncServiceBrowser(browser_zc.zeroconf, service, handlers=[on_change])
+    name = f"{server.zeroconf_name}.{service}"
+    try:
+        await server.start()
+        info = AsyncServiceInfo(service, name)
+        assert await info.async_request(browser_zc.zeroconf, 10_000), "the announcement resolves"
+        assert info.port == server.port and info.parsed_addresses() == ["127.0.0.1"]  # what it is bound to
+        reply = await first_reply(server.port, Describe().event())
+        assert reply is not None and Info.is_type(reply.type)
+        await _until(lambda: (name, ServiceStateChange.Added) in changes)
+        await server.stop()
+        await _until(lambda: (name, ServiceStateChange.Removed) in changes)
+    finally:
+        await server.stop()
+        await browser.async_cancel()
+        await browser_zc.async_close()
+        await app.state.pool.close()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll without blocking the loop the zeroconf responders run on (a deadline, not a timing assertion)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)

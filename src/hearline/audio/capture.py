@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 
-from hearline.audio.decode import pcm16_to_float
+from hearline.audio.raw_stream import RawStream
 from hearline.engines.base import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class PulseCapture:
             await self.open()
         stdout = self._stdout
         assert stdout is not None
-        pending = b""
+        pcm = RawStream("pcm", 2, 1, SAMPLE_RATE)  # parec's reads may end mid-sample
         last_check = time.monotonic()
         while True:
             try:
@@ -253,11 +253,9 @@ class PulseCapture:
             if now - last_check >= DEVICE_CHECK_S:
                 last_check = now
                 await self._check_device()
-            pending += data
-            usable = len(pending) - len(pending) % 2
-            if usable:
-                yield pcm16_to_float(pending[:usable])
-                pending = pending[usable:]
+            samples = pcm.push(data)
+            if samples.size:
+                yield samples
 
     async def _check_device(self) -> None:
         """PulseAudio moves a stream whose source disappears to another source instead of ending it (and

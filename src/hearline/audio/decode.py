@@ -127,13 +127,6 @@ def decode_audio(
     return audio[np.newaxis, :] if split_stereo else audio
 
 
-def pcm16_to_float(data: bytes) -> np.ndarray:
-    """Little-endian signed 16-bit PCM bytes to float32 in [-1, 1)."""
-    if len(data) % 2:
-        raise AudioDecodeError("PCM16 data must have an even number of bytes")
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-
-
 #: little-endian PCM sample widths raw-PCM doors accept (8-bit is unsigned, as in WAV)
 PCM_WIDTH_DTYPES: dict[int, str] = {1: "u1", 2: "<i2", 4: "<i4"}
 

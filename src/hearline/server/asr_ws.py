@@ -67,7 +67,7 @@ from hearline.server.asr_wire import (
     parse_params,
 )
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import SocketSender, frame_error, open_live_session, refuse_handshake
 
 # the wire model is re-exported: tests and clients import it from here
 __all__ = [
@@ -148,7 +148,7 @@ class _Connection:
         self.diff = DiffEncoder() if params.mode == "diff" else None
         self.decoder = StreamDecoder()
         self._pcm16 = RawStream("pcm", 2, 1, 16000)  # a sample split across frames is carried
-        self._send_lock = asyncio.Lock()
+        self.sender = SocketSender(websocket, "asr")
         self._last_update: dict[str, Any] | None = None
         self.session: LiveSession | None = None
         self.translation: TranslationWorker | None = None
@@ -352,8 +352,5 @@ class _Connection:
         await self._send(self.diff.encode(update, keys) if self.diff is not None else update)
 
     async def _send(self, message: dict[str, Any]) -> None:
-        async with self._send_lock:
-            try:
-                await self.ws.send_json(message)
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise _ClientGone from exc
+        if not await self.sender.send(message):
+            raise _ClientGone

@@ -48,7 +48,7 @@ from hearline.server.deepgram_wire import (
     utterance_end,
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, read_body, to_api_error
-from hearline.server.live_socket import START_ERRORS, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import START_ERRORS, SocketSender, frame_error, open_live_session, refuse_handshake
 from hearline.server.upload_slots import UploadsFull, upload_slot
 
 logger = logging.getLogger(__name__)
@@ -129,14 +129,13 @@ class _Connection:
         self.input = _Input(params)
         self.finalizing = 0  # Finalize messages whose result has not been sent yet
         self.audio_failed = False
-        self._lock = asyncio.Lock()
+        self.sender = SocketSender(ws, "deepgram")
         self._idle = asyncio.Event()  # the forwarder has sent everything emitted so far
         self._idle.set()
         self.forwarder = asyncio.create_task(self._forward(), name="deepgram-forward")
 
     async def send(self, message: dict[str, Any]) -> None:
-        async with self._lock:
-            await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+        await self.sender.send(message)
 
     async def _forward(self) -> None:
         try:

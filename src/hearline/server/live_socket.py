@@ -18,6 +18,10 @@ Admission (``--max-sessions`` and the graceful drain) is decided here once, by :
   :class:`SessionLimit`, a :class:`ServerBusy`, answered as the door's normal in-session busy error.
   Starts in flight are counted with the open sessions, so the limit is never exceeded.
 
+Every WebSocket door writes through one :class:`SocketSender`: one message at a time (the forwarder and
+the receive loop both answer), and a client that has gone is a ``False`` from ``send``, never an exception
+in the middle of forwarding events.
+
 Each refusal is counted in ``hearline_refusals_total`` (``max_sessions``, ``draining``, ``busy``), and so is
 a session closed for its length (``max_session_length``): ``--max-session-minutes`` after its start, a
 WebSocket session gets the finals of what it sent (as in a drain) and is closed with 1008 and a reason.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import weakref
@@ -39,7 +44,7 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from hearline.config import Settings
 from hearline.engines.base import EngineError
@@ -63,6 +68,29 @@ SESSION_LIMIT_RETRY_S = 2.0
 MAX_AUDIO_FRAME_BYTES = 1 << 20
 #: close code of a session that reached ``--max-session-minutes`` (policy: a limit of this server)
 SESSION_LIMIT_CLOSE_CODE = 1008
+
+
+class SocketSender:
+    """Sends JSON text frames on one WebSocket, one at a time, and remembers a client that has gone."""
+
+    def __init__(self, ws: WebSocket, door: str) -> None:
+        self.ws, self.door = ws, door
+        self.gone = False
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        """``True`` once the frame is written; ``False`` (and :attr:`gone`) for a client that has left."""
+        async with self._lock:
+            if self.gone or self.ws.application_state != WebSocketState.CONNECTED:
+                self.gone = True
+                return False
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                logger.debug("%s: client gone while sending: %s", self.door, exc)
+                self.gone = True
+                return False
+            return True
 
 
 def frame_error(size: int) -> str | None:

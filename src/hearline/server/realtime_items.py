@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from typing import Any
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from hearline.engines.base import Word
 from hearline.live.session import Error, Final, LiveSession, Partial, Silence, SpeechStarted
+from hearline.server.live_socket import SocketSender
 from hearline.server.realtime_deltas import ItemText, completed_words
 from hearline.server.realtime_wire import (
     SERVER_ERROR,
@@ -67,7 +67,7 @@ class RealtimeItems:
 
     ws: WebSocket
     config: SessionConfig
-    send_lock: asyncio.Lock
+    sender: SocketSender
     closed: bool
     clock_ms: float
     buffer_ms: float
@@ -83,14 +83,8 @@ class RealtimeItems:
 
     async def send(self, event_type: str, **payload: Any) -> None:
         event = {"type": event_type, "event_id": new_id("event"), **payload}
-        async with self.send_lock:
-            if self.closed or self.ws.application_state != WebSocketState.CONNECTED:
-                return
-            try:
-                await self.ws.send_text(json.dumps(event))
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                logger.debug("realtime client gone while sending %s: %s", event_type, exc)
-                self.closed = True
+        if not self.closed and not await self.sender.send(event):
+            self.closed = True  # the client has gone
 
     async def send_error(self, err: RealtimeError, client_event_id: Any = None) -> None:
         await self.send("error", error=error_body(err, client_event_id))

@@ -31,7 +31,7 @@ from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
-from hearline.server.live_socket import CountedSession, refusal_reason, refuse_handshake
+from hearline.server.live_socket import CountedSession, SocketSender, refusal_reason, refuse_handshake
 from hearline.server.realtime_deltas import ItemText
 from hearline.server.realtime_items import RealtimeItems
 from hearline.server.realtime_wire import (
@@ -94,7 +94,7 @@ class RealtimeConnection(RealtimeItems):
         )
         self.audio = AudioInput()
         self.stream: _Stream | None = None
-        self.send_lock = asyncio.Lock()
+        self.sender = SocketSender(websocket, "realtime")
         self.clock_ms = 0.0  # audio received on the session clock
         self.buffer_ms = 0.0  # audio not yet committed (what `commit` would commit)
         # items

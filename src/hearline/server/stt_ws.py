@@ -35,7 +35,14 @@ from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import START_ERRORS, any_path_app, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import (
+    START_ERRORS,
+    SocketSender,
+    any_path_app,
+    frame_error,
+    open_live_session,
+    refuse_handshake,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +64,12 @@ class _Connection:
         self.model = model
         self.session: LiveSession | None = None
         self.forwarder: asyncio.Task[None] | None = None
-        self._send_lock = asyncio.Lock()
+        self.sender = SocketSender(ws, "stt")
         self.pcm = RawStream("pcm", 2, 1, 16000)  # a sample split across frames is carried
         self._refused = False  # an implicit start failed: ignore audio until an explicit start
 
     async def send(self, message: dict[str, Any]) -> None:
-        async with self._send_lock:
-            await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+        await self.sender.send(message)
 
     async def error(self, message: str) -> None:
         await self.send({"type": "error", "message": message})

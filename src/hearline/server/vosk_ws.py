@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.types import ASGIApp
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
+from hearline.audio.raw_stream import RawStream
 from hearline.engines.base import EngineError, Word
 from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import any_path_app, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import SocketSender, any_path_app, frame_error, open_live_session, refuse_handshake
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class VoskConnection:
         self.model: str | None = None
         self.live: LiveSession | None = None
         self.forwarder: asyncio.Task[None] | None = None
-        self.carry = b""  # odd trailing byte of a PCM16 chunk
+        self.sender = SocketSender(websocket, "vosk")
+        self.pcm = RawStream("pcm", 2, 1, self.sample_rate)  # carries a sample split across messages
         # reply state, written by the forwarder task and read by the receive loop
         self.finals: list[Final] = []
         self.partial = ""
@@ -79,14 +81,7 @@ class VoskConnection:
 
     # -- plumbing ----------------------------------------------------------------------------
     async def send(self, payload: dict[str, Any]) -> bool:
-        if self.ws.application_state != WebSocketState.CONNECTED:
-            return False
-        try:
-            await self.ws.send_text(json.dumps(payload, ensure_ascii=False))
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            logger.debug("vosk client gone while sending: %s", exc)
-            return False
-        return True
+        return await self.sender.send(payload)
 
     async def run(self) -> None:
         if await refuse_handshake(self.ws, lambda r: {"error": r.message}):
@@ -198,12 +193,9 @@ class VoskConnection:
     async def _audio(self, data: bytes) -> None:
         if (error := frame_error(len(data))) is not None:
             raise VoskInputError(error)
-        data = self.carry + data
-        usable = len(data) - len(data) % 2
-        self.carry = data[usable:]
-        if not usable:
+        samples = self.pcm.push(data)
+        if not samples.size:
             return
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
         live = await self._ensure_live()
         await live.push(samples, self.sample_rate)
         # vosk-server decodes each chunk before answering it: an utterance that ended in this chunk is

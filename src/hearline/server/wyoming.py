@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from typing import Any, cast
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -337,6 +338,8 @@ class WyomingServer:
     def __init__(self, main_app: Any, host: str, port: int, zeroconf: bool = False) -> None:
         self.state = main_app.state
         self.host, self.port, self.zeroconf = host, port, zeroconf
+        #: the mDNS instance name, unique per machine as Home Assistant keys discovered servers by it
+        self.zeroconf_name = f"hearline-{socket.gethostname()}"
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._zeroconf: Any = None
@@ -346,13 +349,34 @@ class WyomingServer:
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("Wyoming listening on tcp://%s:%d", self.host, self.port)
         if self.zeroconf:
-            from wyoming.zeroconf import HomeAssistantZeroconf
+            await self._advertise()
 
-            try:
-                self._zeroconf = HomeAssistantZeroconf(port=self.port, name="hearline")
-                await self._zeroconf.register_server()
-            except OSError as exc:
-                logger.warning("wyoming: zeroconf advertisement failed: %s", exc)
+    async def _advertise(self) -> None:
+        """Announce ``_wyoming._tcp`` over mDNS: the address bound to, or the LAN address for a wildcard."""
+        try:
+            from wyoming.zeroconf import HomeAssistantZeroconf
+            from zeroconf import Error as ZeroconfError
+        except ImportError:
+            logger.warning('wyoming: --wyoming-zeroconf needs zeroconf: pip install "hearline[zeroconf]"')
+            return
+        host = None if self.host in ("", "0.0.0.0", "::") else self.host
+        try:
+            self._zeroconf = HomeAssistantZeroconf(port=self.port, name=self.zeroconf_name, host=host)
+            await self._zeroconf.register_server()
+        except (OSError, ZeroconfError) as exc:  # no multicast route, or the name is taken on the LAN
+            logger.warning("wyoming: zeroconf advertisement failed: %s", exc)
+            await self._withdraw()
+            return
+        logger.info(
+            "Wyoming advertised over zeroconf as %s at %s:%d", self.zeroconf_name, self._zeroconf.host, self.port
+        )
+
+    async def _withdraw(self) -> None:
+        """Send mDNS goodbyes and close the responder (the wyoming package offers no close of its own)."""
+        advertiser, self._zeroconf = self._zeroconf, None
+        if advertiser is not None:
+            with contextlib.suppress(OSError):
+                await advertiser._aiozc.async_close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -364,9 +388,7 @@ class WyomingServer:
             self._connections.discard(task)
 
     async def stop(self) -> None:
-        if self._zeroconf is not None:
-            with contextlib.suppress(OSError):
-                await self._zeroconf._aiozc.async_close()
+        await self._withdraw()
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):

@@ -35,6 +35,7 @@ from hearline.models.download import (
     RemoteNotFound,
     is_offline,
 )
+from hearline.models.heap import HeapTrimmer
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
 from hearline.models.scheduler import RULES, Batcher, Lane, PriorityGate, StreamSlots, Work, refuses, run_as
 
@@ -99,6 +100,7 @@ class ModelPool:
         self.engine_users: weakref.WeakSet[Any] = weakref.WeakSet()
         self.draining = False  # True: new live sessions are refused (graceful drain)
         self._reaper: asyncio.Task[None] | None = None
+        self.heap = HeapTrimmer()  # freed heap back to the OS once work is over
 
     # -- resolution and loading ---------------------------------------------------------------
     def resolve(self, name: str | None) -> ModelSpec:
@@ -340,6 +342,7 @@ class ModelPool:
             if self.metrics is not None:
                 self.metrics.job_refused(engine.name, work.value)
             raise ServerBusy(engine.name, retry_after=gate.expected_wait())
+        self.heap.busy()
         await gate.acquire(int(lane))
         slot.last_used = time.monotonic()
         started = time.perf_counter()
@@ -351,8 +354,16 @@ class ModelPool:
             gate.observe(elapsed)
             if self.metrics is not None:
                 self.metrics.inference(engine.name, work.value, elapsed)
+            if self.idle:
+                self.heap.idle()
+
+    @property
+    def idle(self) -> bool:
+        """No job running or waiting at any model."""
+        return all(not slot.active and not slot.waiting for slot in self._slots.values())
 
     async def close(self) -> None:
+        await self.heap.close()
         if self._reaper is not None:
             self._reaper.cancel()
             if self._reaper.get_loop() is asyncio.get_running_loop():

@@ -1,0 +1,81 @@
+"""Handing freed heap back to the operating system once a burst of work is over.
+
+glibc's malloc keeps what a thread freed in that thread's arena for reuse, so after an overload (many
+sessions and requests, each inference thread with its own arena) the process stays at its peak size long
+after the work is gone.  ``malloc_trim(0)`` returns the free pages of every arena; it is called in a worker
+thread a few quiet seconds after the pool last became idle, never while work is running.  Elsewhere than
+glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+#: quiet seconds after the pool's last job before the heap is trimmed
+QUIET_S = 3.0
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def trim_heap() -> bool:
+    """Return free heap pages to the OS; ``True`` if any were (``False`` also where glibc is absent)."""
+    return bool(_malloc_trim(0)) if _malloc_trim is not None else False
+
+
+class HeapTrimmer:
+    """Debounced :func:`trim_heap`: :meth:`idle` is called (on the event loop) each time the pool goes idle."""
+
+    def __init__(self, quiet_s: float = QUIET_S) -> None:
+        self.quiet_s = quiet_s
+        self.trims = 0  # trims run (for the tests and the logs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[bool] | None = None
+
+    def idle(self) -> None:
+        if _malloc_trim is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._start)
+
+    def busy(self) -> None:
+        """Work started again: a pending trim waits for the next quiet spell."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(asyncio.to_thread(trim_heap), name="hearline-heap-trim")
+            self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.trims += 1
+            logger.debug("heap trimmed after the pool went idle (released: %s)", task.result())
+
+    async def close(self) -> None:
+        self.busy()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([task])  # a trim in its thread is short; let it finish

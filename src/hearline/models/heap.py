@@ -53,8 +53,7 @@ class HeapTrimmer:
     def idle(self) -> None:
         if _malloc_trim is None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
+        self.busy()  # restart the quiet period
         self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._start)
 
     def busy(self) -> None:

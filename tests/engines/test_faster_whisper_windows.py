@@ -15,6 +15,7 @@ dictionary words, printed with ``-s``; bound 0.85).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +173,32 @@ def test_empty_and_oversize_windows(engine: FasterWhisperEngine) -> None:
     assert "country" in results[1].text
     with pytest.raises(ValueError, match="30 s"):
         engine.decode_windows([WindowRequest(np.zeros(WINDOW_SAMPLES + 1, dtype=np.float32), PLAIN)])
+
+
+def test_a_vad_cut_window_gives_the_final_transcribe_gives(engine: FasterWhisperEngine) -> None:
+    """A live final keeps the engine's VAD: ``window_request`` cuts the speech in the caller's thread and the
+    batched result's words land on the clip's clock, where ``engine.transcribe`` with VAD puts them."""
+    silence = np.zeros(int(1.5 * SAMPLE_RATE), dtype=np.float32)
+    jfk, other = _audio("en_fw_jfk"), _audio("en_pocketsphinx_goforward")
+    padded = np.concatenate([silence, jfk, silence, silence, other])
+    final = TranscribeOptions(language="en", word_timestamps=True)  # VAD left at the engine's default: on
+    request = engine.window_request(padded, final)
+    assert request is not None and request.speech and request.audio.size < padded.size - 3 * silence.size
+    hum = engine.window_request(np.zeros(5 * SAMPLE_RATE, dtype=np.float32), final)
+    assert hum is not None and hum.speech == () and hum.audio.size == 0
+    batched, silent, _ = engine.decode_windows([request, hum, WindowRequest(jfk, PLAIN)])
+    alone = engine.transcribe(padded, final)
+    _same_decode(batched.text, alone.text, "VAD-cut window")
+    assert batched.duration == pytest.approx(padded.size / SAMPLE_RATE)
+    _inside(batched, batched.duration)
+    assert batched.words[0].start >= 1.4  # after the leading silence, as alone
+    matcher = difflib.SequenceMatcher(None, [normalize(w.word) for w in batched.words],
+                                      [normalize(w.word) for w in alone.words], autojunk=False)  # fmt: skip
+    blocks = matcher.get_matching_blocks()
+    shared = [(batched.words[b.a + k], alone.words[b.b + k]) for b in blocks for k in range(b.size)]
+    drift = max(abs(w.start - a.start) for w, a in shared)
+    print(f"VAD-cut window: {len(shared)} words shared with the lone pass, largest start difference {drift:.3f} s")
+    assert len(shared) >= 0.8 * len(alone.words) and drift <= 0.3
+    assert silent.text == "" and silent.duration == pytest.approx(5.0)
+    assert engine.window_request(np.zeros(0, dtype=np.float32), final) is None
+    assert engine.window_request(np.zeros(WINDOW_SAMPLES + 1, dtype=np.float32), PLAIN) is None

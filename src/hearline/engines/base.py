@@ -86,10 +86,16 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE
 
 @dataclass(frozen=True)
 class WindowRequest:
-    """One window for an engine's batched ``decode_windows``: audio already cut by the caller's VAD."""
+    """One window for an engine's batched ``decode_windows``.
 
-    audio: np.ndarray  # float32 mono 16 kHz, 0 < len <= WINDOW_SAMPLES
+    ``speech``: when the engine's VAD cut the clip (``window_request``), the sample spans of the original clip
+    that ``audio`` concatenates, so the result's times come back on the clip's clock; ``duration`` is the clip's.
+    """
+
+    audio: np.ndarray  # float32 mono 16 kHz, len <= WINDOW_SAMPLES
     options: TranscribeOptions
+    speech: tuple[tuple[int, int], ...] | None = None
+    duration: float | None = None
 
 
 @dataclass(frozen=True)

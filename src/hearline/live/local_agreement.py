@@ -169,8 +169,8 @@ class LocalAgreementPolicy(Policy):
             beam_size=self._options.beam_size,
             fallback=self._options.fallback,
             word_timestamps=True,
-            # The engine's default VAD stays (Whisper writes text over a non-speech "utterance" without it),
-            # so a final is batched only when the client turned VAD off.
+            # The engine's default VAD stays (Whisper writes text over a non-speech "utterance" without it);
+            # a batching engine cuts it before the batch (``window_request``), so finals batch too.
             vad_filter=self._options.vad_filter,
             hotwords=self._options.hotwords,
         )

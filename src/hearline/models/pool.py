@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hearline.config import Settings
-from hearline.engines.base import WINDOW_SAMPLES, Engine, TranscribeOptions, Transcript, WindowRequest
+from hearline.engines.base import Engine, TranscribeOptions, Transcript, WindowRequest
 from hearline.metrics import Metrics
 from hearline.models.download import (
     DownloadError,
@@ -260,16 +260,17 @@ class ModelPool:
 
     def transcriber(self, engine: Engine) -> Callable[[np.ndarray, TranscribeOptions], Transcript]:
         """``engine.transcribe``, or for a batching model a call that joins the next batched window decode
-        when it can (one window, no VAD asked: a live session's segmented audio).  Blocks: for worker threads."""
+        when the engine can make the clip one window (``window_request``: a live session's partial window or
+        its utterance's final, VAD cut in this thread).  Blocks: for worker threads."""
         slot = self._slots.get(engine.name)
         batcher = slot.batcher if slot is not None and slot.engine is engine else None
-        if batcher is None:
+        prepare = getattr(engine, "window_request", None)
+        if batcher is None or not callable(prepare):
             return engine.transcribe
 
         def transcribe(audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-            if options.vad_filter is False and 0 < audio.size <= WINDOW_SAMPLES:
-                return batcher.submit(WindowRequest(audio, options))
-            return engine.transcribe(audio, options)
+            request = prepare(audio, options)
+            return engine.transcribe(audio, options) if request is None else batcher.submit(request)
 
         return transcribe
 

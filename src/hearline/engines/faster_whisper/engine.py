@@ -217,6 +217,14 @@ class FasterWhisperEngine(Engine):
 
         return batch_key(options)
 
+    def window_request(self, audio: np.ndarray, options: TranscribeOptions) -> WindowRequest | None:
+        """``transcribe(audio, options)`` as one request for :meth:`decode_windows`, the VAD (when the options
+        keep it) run here in the caller's thread; None when it needs the long-form loop of ``transcribe``."""
+        from hearline.engines.faster_whisper.speech import speech_window
+
+        self.check_options(options)
+        return speech_window(self, audio, options)
+
     def decode_windows(self, requests: Sequence[WindowRequest]) -> list[Transcript]:
         """Several independent <= 30 s windows (e.g. from different sessions) in one batched decode."""
         from hearline.engines.faster_whisper.windows import decode_windows

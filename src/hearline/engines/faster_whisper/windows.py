@@ -13,7 +13,8 @@ Choices where a batch cannot mirror the single-clip loop exactly:
   decoded alone through ``engine.transcribe``, prompted with the window's text (as faster-whisper conditions
   on previous text), and those segments are appended shifted;
 * a prompt's context is cut to a power-of-two number of tokens (newest kept; see :func:`_bucketed`);
-* ``hallucination_silence_threshold`` (off by default) is not applied; VAD is never applied.
+* ``hallucination_silence_threshold`` (off by default) is not applied; VAD is never applied here: a request
+  the engine's VAD cut (``speech.speech_window``) carries its speech spans and gets its times mapped back.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from hearline.engines.base import (
     join_text,
 )
 from hearline.engines.faster_whisper.segments import _convert
+from hearline.engines.faster_whisper.speech import restore
 from hearline.engines.guards import LoopGuard
 
 if TYPE_CHECKING:
@@ -130,7 +132,7 @@ def decode_windows(engine: FasterWhisperEngine, requests: Sequence[WindowRequest
         raise UnsupportedOption(f"model {engine.name!r}: {exc}") from exc
     except RuntimeError as exc:
         raise EngineError(f"model {engine.name!r} failed: {exc}") from exc
-    return [w.result for w in windows if w.result is not None]
+    return [restore(w.result, r) for w, r in zip(windows, requests, strict=True) if w.result is not None]
 
 
 def _decode(engine: FasterWhisperEngine, windows: list[_Window]) -> None:

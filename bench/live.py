@@ -286,12 +286,14 @@ async def main(args: argparse.Namespace) -> None:
         settings = Settings.load(
             model_dir=Path(tmp) / "models",
             model=args.model,
+            partial_model=args.partial_model,
             **({"max_concurrency_per_model": args.max_streams} if args.max_streams else {}),
         )
         pool = ModelPool(settings)
         engine = await pool.get(None)
         options = LiveOptions(language="en", pause_ms=args.pause_ms)
-        print(f"model: {engine.name} ({engine.kind}); cores: {cores}; clips: {len(clips)}", flush=True)
+        partials = f"; partials: {args.partial_model}" if args.partial_model else ""
+        print(f"model: {engine.name} ({engine.kind}){partials}; cores: {cores}; clips: {len(clips)}", flush=True)
         print(
             f"pool: {settings.workers} worker threads, {settings.max_concurrency_per_model} concurrent "
             f"jobs/decoders per model, batch size {settings.batch_size} (wait {settings.batch_wait_ms:g} ms)",
@@ -379,6 +381,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--sessions-from", type=int, default=None, help="first concurrency trial (default 0.8 x bound)")
     parser.add_argument("--model", default=None, help="model name or path (default: the server's default model)")
+    parser.add_argument("--partial-model", default=None, help="faster model for live partials (e.g. tiny.en)")
     parser.add_argument("--long-minutes", type=float, default=None, help="endurance session length (default 60)")
     parser.add_argument(
         "--max-streams",

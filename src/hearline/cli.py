@@ -53,6 +53,9 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "--batch-size", dest="batch_size", type=int, help="live window decodes per batched call (8; 1: off)"
     )
     parser.add_argument("--batch-wait-ms", dest="batch_wait_ms", type=float, help="wait for a batch to fill (15)")
+    parser.add_argument(
+        "--partial-model", dest="partial_model", help="faster model for live partials, e.g. tiny.en (finals: --model)"
+    )
     parser.add_argument("--model-dir", dest="model_dir", type=Path, help="where models are stored")
     parser.add_argument("--config", dest="config_file", type=Path, help="settings file (TOML or YAML)")
     parser.add_argument("--offline", action="store_true", default=None, help="never download models")
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "batch_size", "batch_wait_ms",
-    "model_dir", "config_file",
+    "partial_model", "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "max_audio_minutes", "api_key", "cors_origins",
     "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",

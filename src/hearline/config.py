@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # Whisper): at most this many per call (1: no batching), waiting at most this long for the batch to fill.
     batch_size: int = Field(default=8, ge=1)
     batch_wait_ms: float = Field(default=15.0, ge=0)
+    # A faster model for live partials beside a slower, better one for finals (``tiny.en`` with ``base``):
+    # used by the live sessions whose language and task it supports; finals always come from the session's
+    # own model.  None: partials from the session's model.
+    partial_model: str | None = None
     drain_timeout: float = 30.0  # seconds a SIGTERM waits for live sessions' finals before stopping
 
     # -- REST --

@@ -38,10 +38,12 @@ class LocalAgreementPolicy(Policy):
         trim_s: float = 12.0,
         transcribe: Transcriber | None = None,
         segmented: bool = True,
+        partial_transcribe: Transcriber | None = None,
     ) -> None:
         self._engine = engine
         self._segmented = segmented
         self._transcribe = transcribe or engine.transcribe  # the pool's batched window decode, if any
+        self._partial_transcribe = partial_transcribe or self._transcribe  # a faster partial model, if any
         self._options = options
         self.batch_samples = max(WINDOW_SAMPLES, int(partial_interval_s * SAMPLE_RATE))
         self._trim = int(trim_s * SAMPLE_RATE)
@@ -94,7 +96,7 @@ class LocalAgreementPolicy(Policy):
             vad_filter=False if self._segmented else self._options.vad_filter,
             hotwords=self._options.hotwords,
         )
-        transcript = self._transcribe(self._audio(), options)
+        transcript = self._partial_transcribe(self._audio(), options)
         return shift_words(_words_of(transcript), self._window_start / SAMPLE_RATE), transcript.language
 
     def _committed_text(self) -> str:

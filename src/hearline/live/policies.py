@@ -224,12 +224,19 @@ def choose_policy(
     prefer: str = "auto",
     transcribe: Transcriber | None = None,
     segmented: bool = True,
+    partial_transcribe: Transcriber | None = None,
 ) -> Policy:
-    """Native streaming when the engine has it (unless told otherwise), LocalAgreement-2 otherwise."""
+    """Native streaming when the engine has it (unless told otherwise), LocalAgreement-2 otherwise (its partial
+    passes through ``partial_transcribe`` when given: another, faster model)."""
     if prefer == "native" or (prefer == "auto" and engine.capabilities.native_streaming):
         return NativePolicy(engine, options)
     from hearline.live.local_agreement import LocalAgreementPolicy  # it builds on this module's Policy
 
     return LocalAgreementPolicy(
-        engine, options, partial_interval_s=partial_interval_s, transcribe=transcribe, segmented=segmented
+        engine,
+        options,
+        partial_interval_s=partial_interval_s,
+        transcribe=transcribe,
+        segmented=segmented,
+        partial_transcribe=partial_transcribe,
     )

@@ -54,6 +54,7 @@ import numpy as np
 from hearline.audio.decode import StreamResampler
 from hearline.engines.base import SAMPLE_RATE, TranscribeOptions
 from hearline.live.events import Error, Event, Final, Lag, LiveOptions, Partial, Silence, SpeechStarted
+from hearline.live.partial_model import partial_engine
 from hearline.live.policies import choose_policy
 from hearline.live.segmenter import Segmenter
 from hearline.live.session_decoder import SessionDecoder
@@ -144,6 +145,8 @@ class LiveSession(SessionInput, SessionDecoder):
             pause_ms=opts.pause_ms,
         )
         transcribe = self.pool.transcriber(engine)  # batched with other sessions' decodes where the model can
+        if opts.policy != "native":
+            self.partial_engine = await partial_engine(self.pool, engine, transcribe_options)
         self._policy = choose_policy(
             engine,
             transcribe_options,
@@ -151,6 +154,7 @@ class LiveSession(SessionInput, SessionDecoder):
             prefer=opts.policy,
             transcribe=transcribe,
             segmented=opts.vad,
+            partial_transcribe=self.pool.transcriber(self.partial_engine) if self.partial_engine else None,
         )
         self._slot = self.pool.stream_slots.semaphore(engine) if self._policy.needs_lease else None
         self.engine = engine

@@ -88,7 +88,7 @@ class SessionDecoder(SessionState):
             # A busy pool may refuse partial work, unless the input is waiting on it (then it is the
             # only way forward and must queue like a final).
             work = Work.STREAM_STEP if self._input_waiting else Work.PARTIAL  # the input waits on this step
-            result = await self._job(policy.partial, audio, skip, work=work)
+            result = await self._job(policy.partial, audio, skip, work=work, engine=self.partial_engine)
         except ServerBusy:
             utt.give_back(audio)  # newer audio joins it; the next step decodes all of it
             await asyncio.sleep(PARTIAL_RETRY_S)

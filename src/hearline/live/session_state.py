@@ -54,6 +54,7 @@ class SessionState:
         self.model = model
         self.options = options or LiveOptions()
         self.engine: Engine | None = None
+        self.partial_engine: Engine | None = None  # the server's --partial-model, where it fits this session
         self._input: asyncio.Queue[Any] = asyncio.Queue(maxsize=INPUT_QUEUE_ITEMS)
         self._events: asyncio.Queue[Any] = asyncio.Queue(maxsize=EVENT_QUEUE_ITEMS)
         self._commands: deque[tuple[int, str]] = deque(maxlen=64)  # (sample position, "end" | "discard")
@@ -129,9 +130,11 @@ class SessionState:
         """A pause was heard in ``utt`` (the decoder task's :meth:`SessionDecoder._guess_from_audio`)."""
         raise NotImplementedError
 
-    async def _job(self, fn: Callable[..., T], *args: Any, work: Work) -> T:
-        """``pool.run(fn, *args)``, tracked so close() can wait for the worker thread to let go."""
-        assert self.engine is not None
+    async def _job(self, fn: Callable[..., T], *args: Any, work: Work, engine: Engine | None = None) -> T:
+        """``pool.run(fn, *args)`` on ``engine`` (the session's by default), tracked so close() can wait for
+        the worker thread to let go."""
+        engine = engine or self.engine
+        assert engine is not None
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         lock = threading.Lock()
@@ -155,7 +158,7 @@ class SessionState:
         self._jobs.add(done)
         done.add_done_callback(self._jobs.discard)
         try:
-            return await self.pool.run(self.engine, call, work=work)
+            return await self.pool.run(engine, call, work=work)
         finally:
             with lock:
                 if state[0] == "pending":  # never started (refused, or cancelled while waiting)

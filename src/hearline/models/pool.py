@@ -297,9 +297,15 @@ class ModelPool:
         """Jobs waiting at and admitted by each loaded model's gates: ``{model: (waiting, running)}``."""
         return {name: (slot.waiting, slot.active) for name, slot in self._slots.items() if slot.lanes is not None}
 
-    def users_of(self, name: str) -> int:
-        """Started live sessions decoding with the loaded model ``name``."""
-        return sum(1 for user in list(self.engine_users) if getattr(user.engine, "name", None) == name)
+    def users_of(self, name: str, *, partials: bool = True) -> int:
+        """Started live sessions decoding with the loaded model ``name``: as their model, or (``partials``) as
+        the model of their partials (``--partial-model``)."""
+
+        def uses(user: Any) -> bool:
+            engines = (user.engine, getattr(user, "partial_engine", None) if partials else None)
+            return any(getattr(engine, "name", None) == name for engine in engines)
+
+        return sum(1 for user in list(self.engine_users) if uses(user))
 
     async def unload(self, name: str) -> bool:
         """Unload the model ``name``: the caller checks :meth:`users_of` first (sessions would lose it)."""

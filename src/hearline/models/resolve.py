@@ -132,10 +132,10 @@ def resolve_model(name: str | None, settings: Settings, *, client: bool = False)
 
 
 def _operator_names(settings: Settings) -> set[str]:
-    """The spellings of the operator's own defaults (``--model``, models.yaml ``default_model``): as given,
-    and a path as the pool names it once loaded."""
+    """The spellings of the operator's own models (``--model``, ``--partial-model``, models.yaml
+    ``default_model``): as given, and a path as the pool names it once loaded."""
     names: set[str] = set()
-    for configured in (settings.model, load_registry(settings).default_model):
+    for configured in (settings.model, settings.partial_model, load_registry(settings).default_model):
         configured = (configured or "").strip()
         if configured:
             names.update({configured, str(Path(configured).expanduser())})

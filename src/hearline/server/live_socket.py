@@ -157,7 +157,7 @@ def model_limit_error(pool: ModelPool, model: str) -> SessionLimit | None:
                 limit = count
                 break
     starting = sum(1 for other in _starting.get(pool, ()) if getattr(other, "model_name", None) == model)
-    if limit > 0 and pool.users_of(model) + starting >= limit:
+    if limit > 0 and pool.users_of(model, partials=False) + starting >= limit:
         return SessionLimit(limit, model)
     return None
 

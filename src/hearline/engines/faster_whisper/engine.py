@@ -242,8 +242,14 @@ class FasterWhisperEngine(Engine):
 
 
 def default_threads(num_workers: int) -> int:
-    """Intra-op threads per replica when the user did not choose: split the cores, never oversubscribe."""
-    return max(1, (os.cpu_count() or 1) // max(1, num_workers))
+    """Intra-op threads per replica when the user did not choose: twice the replicas' share of the cores.
+
+    A lone call (one live session's pass) then uses the cores the other replicas leave idle, which halves
+    its latency on two cores, while all replicas busy at once oversubscribe the cores at most twofold, which
+    costs no throughput (``bench/whisper_threads.py`` prints both).
+    """
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, -(-2 * cores // max(1, num_workers))))
 
 
 def load(spec: ModelSpec, settings: Settings) -> FasterWhisperEngine:

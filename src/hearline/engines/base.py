@@ -78,6 +78,9 @@ class TranscribeOptions:
     vad_filter: bool | None = None  # skip non-speech before decoding; None: the engine's default
     fallback: bool = True  # with temperature 0: retry hotter when a decode looks wrong (Whisper); off: one pass
     hotwords: str | None = None
+    # A draft pass (a live partial, redone every step, only its agreed prefix kept): the engine may trade a
+    # little accuracy for speed (Whisper: the encoder sees the audio and some silence, not a full 30 s window).
+    draft: bool = False
 
 
 #: One decoding window of a re-decoding engine (Whisper's 30 s): the most a batched window decode takes.

@@ -95,6 +95,7 @@ class LocalAgreementPolicy(Policy):
             word_timestamps=True,
             vad_filter=False if self._segmented else self._options.vad_filter,
             hotwords=self._options.hotwords,
+            draft=True,
         )
         transcript = self._partial_transcribe(self._audio(), options)
         return shift_words(_words_of(transcript), self._window_start / SAMPLE_RATE), transcript.language

@@ -176,6 +176,12 @@ class FasterWhisperEngine(Engine):
         if self._closed.is_set():
             raise EngineError(f"model {self.name!r} has been unloaded")
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+        if options.draft and (request := self.window_request(audio, options)) is not None:
+            draft = self.decode_windows([request])[0]  # only the window decode can shorten the encoder's input
+            if on_segment is not None:
+                for segment in draft.segments:
+                    on_segment(segment)
+            return draft
         duration = audio.size / SAMPLE_RATE
         kwargs = self.transcribe_kwargs(options)
         segments: list[Segment] = []

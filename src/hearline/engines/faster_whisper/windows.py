@@ -14,7 +14,10 @@ Choices where a batch cannot mirror the single-clip loop exactly:
   on previous text), and those segments are appended shifted;
 * a prompt's context is cut to a power-of-two number of tokens (newest kept; see :func:`_bucketed`);
 * ``hallucination_silence_threshold`` (off by default) is not applied; VAD is never applied here: a request
-  the engine's VAD cut (``speech.speech_window``) carries its speech spans and gets its times mapped back.
+  the engine's VAD cut (``speech.speech_window``) carries its speech spans and gets its times mapped back;
+* a draft window (``TranscribeOptions.draft``: a live partial pass) is encoded shorter and decoded shorter
+  (:mod:`.draft`), and not continued where its decode stopped.  Windows are encoded in groups of one input
+  length, so a window's text never depends on its batch.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from hearline.engines.base import (
     WindowRequest,
     join_text,
 )
+from hearline.engines.faster_whisper.draft import draft_tokens, encoded_frames
 from hearline.engines.faster_whisper.segments import _convert
 from hearline.engines.faster_whisper.speech import restore
 from hearline.engines.guards import LoopGuard
@@ -70,6 +74,7 @@ class _Window:
     options: TranscribeOptions
     kwargs: dict[str, Any]
     frames: int  # content frames (mel frames of real audio, <= 3000)
+    mel: np.ndarray | None = None  # the content frames' features, until encoded
     language: str | None = None
     probability: float | None = None
     tokenizer: Any = None
@@ -136,15 +141,29 @@ def decode_windows(engine: FasterWhisperEngine, requests: Sequence[WindowRequest
 
 
 def _decode(engine: FasterWhisperEngine, windows: list[_Window]) -> None:
+    model = engine.model
+    full = model.feature_extractor.nb_max_frames
+    groups: dict[int, list[_Window]] = {}
+    for window in windows:
+        mel = model.feature_extractor(window.audio)
+        window.frames = min(mel.shape[-1] - 1, full)
+        window.mel = mel[:, : window.frames]
+        groups.setdefault(encoded_frames(window.frames, window.options.draft, full), []).append(window)
+    for length, group in groups.items():
+        _decode_group(engine, group, length)
+
+
+def _decode_group(engine: FasterWhisperEngine, windows: list[_Window], length: int) -> None:
+    """Windows encoded at one input length: one ``encode``, then ``generate`` and ``align`` per compatible set."""
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
 
     model = engine.model
     features = []
     for window in windows:
-        mel = model.feature_extractor(window.audio)
-        window.frames = min(mel.shape[-1] - 1, model.feature_extractor.nb_max_frames)
-        features.append(pad_or_trim(mel[:, : window.frames]))
+        assert window.mel is not None
+        features.append(pad_or_trim(window.mel, length))
+        window.mel = None
     encoder_output = model.encode(np.stack(features).astype(np.float32))
     total = len(windows)
 
@@ -207,6 +226,8 @@ def _max_length(model: Any, window: _Window) -> int:
     max_length = int(model.max_length) if new_tokens is None else len(window.prompt) + int(new_tokens)
     if max_length > model.max_length:
         raise ValueError(f"prompt of {len(window.prompt)} tokens + max_new_tokens exceeds {model.max_length}")
+    if window.options.draft:
+        max_length = min(max_length, len(window.prompt) + draft_tokens(window.frames))
     return max_length
 
 
@@ -255,7 +276,9 @@ def _generate(engine: FasterWhisperEngine, windows: list[_Window], encoder_outpu
         if needs_fallback and len(temperatures) > 1:
             logger.debug("window fails the thresholds (cr %.2f, logprob %.2f): decoding it alone",
                          compression_ratio, avg_logprob)  # fmt: skip
-            window.result = engine.transcribe(window.audio, dataclasses.replace(window.options, vad_filter=False))
+            window.result = engine.transcribe(
+                window.audio, dataclasses.replace(window.options, vad_filter=False, draft=False)
+            )
             continue
         if ns_limit is not None and no_speech > ns_limit and not (lp_limit is not None and avg_logprob > lp_limit):
             window.result = Transcript("", [], window.language, window.probability, window.audio.size / SAMPLE_RATE)
@@ -339,12 +362,15 @@ def _finish(engine: FasterWhisperEngine, window: _Window) -> Transcript:
                        no_speech_prob=sub["no_speech_prob"], words=words, temperature=sub["temperature"]))  # fmt: skip
 
     start = window.seek * engine.model.feature_extractor.hop_length
-    if window.seek < window.frames and start < window.audio.size:
+    # A draft stops where its decode stopped: the next partial pass decodes the rest anyway.
+    if window.seek < window.frames and start < window.audio.size and not window.options.draft:
         offset = start / SAMPLE_RATE
         context = " ".join(p for p in (window.options.prompt, join_text([s.text for s in segments])) if p)
         rest = engine.transcribe(
             window.audio[start:],
-            dataclasses.replace(window.options, language=window.language, prompt=context or None, vad_filter=False),
+            dataclasses.replace(
+                window.options, language=window.language, prompt=context or None, vad_filter=False, draft=False
+            ),
         )
         logger.debug("window continued at %.2f s: %d more segments", offset, len(rest.segments))
         for s in rest.segments:

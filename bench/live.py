@@ -1,28 +1,27 @@
-"""Live pipeline benchmark (not a test): ``python bench/live.py [--quick]``.
+"""Live pipeline benchmark (not a test): ``python bench/live.py [--quick] [--model base] [--partial-model tiny.en]``.
 
-For the default model (bundled PocketSphinx) on this machine, in one run:
-  1. latency: English reference clips streamed through ``LiveSession`` at real-time pace (100 ms
-     pushes); first-partial latency after speech onset and final latency after end of speech
-     (p50/p95), both on the audio clock: an event at wall time t for audio time a sent at t0 + a counts
-     t - t0 - a;
-  2. accuracy: corpus WER of those streamed finals vs the offline transcription of the same clips;
-  3. throughput: the engine's offline real-time factor -> bound = cores / RTF, and how many concurrent
-     real-time sessions keep their reported lag under 1 s for ``--concurrency-seconds`` in steady state
-     (each trial's sessions first run ``--warm-seconds`` unmeasured; that cold start's worst lag is
-     printed too), with the final latency and the share of audio that partials skipped, per trial;
-  4. endurance: one ``--long-minutes`` session (clips concatenated with pauses, looped) streamed as fast
-     as it goes: RSS growth and final latency (from the push of the utterance's last sample to its
-     final) over the first vs the last complete passes through the clips (at least a tenth each).
-Targets: first partial p50 <= 1.0 s; final p50 <= 1.0 s; streaming WER <= offline + 0.02; sessions >=
-0.8 x bound; RSS growth < 30 MB; final latency over the last passes within 20 % of the first.
+For one model on this machine, in one run:
+  1. latency: English reference clips streamed through ``LiveSession`` at real-time pace (100 ms pushes);
+     first-partial latency after speech onset, final latency after end of speech and the last final after the
+     client's stop (p50/p95), on the audio clock (``bench/live_streams.py``);
+  2. accuracy: corpus WER of those streamed finals and of the offline transcription of the same clips, and the
+     WER of the finals against that offline text (what overload must not make worse);
+  3. capacity: how many concurrent real-time sessions keep their reported lag under 1 s in steady state for
+     ``--concurrency-seconds`` (each trial's sessions first run ``--warm-seconds`` unmeasured; the cold start's
+     worst lag is printed too), for each of ``--batch-sizes`` (``1 8``: batching off and on, same run), then an
+     overload trial at twice that many sessions: worst lag, every final delivered, final latency, and the WER of
+     the finals against the offline transcription of the same audio;
+  4. endurance: one ``--long-minutes`` session (clips with pauses, looped) streamed as fast as it goes: RSS
+     growth and final latency over the first vs the last complete passes through the clips.
+Targets (issue "Live Whisper that keeps up"): first partial p50 <= 0.8 s, p95 <= 1.5 s; final p50 <= 1.0 s,
+p95 <= 1.8 s; streaming WER <= offline + 0.01; last final <= 1.5 s after stop; sessions with batching >= 1.3 x
+without; overload finals' WER within +0.02 of the unloaded run's; RSS growth < 30 MB; last/first within 10 %.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
-import gc
 import math
 import os
 import sys
@@ -39,54 +38,13 @@ from tests.helpers import english_clips, wer  # noqa: E402
 
 from hearline.audio.decode import decode_audio  # noqa: E402
 from hearline.config import Settings  # noqa: E402
-from hearline.engines.base import TranscribeOptions  # noqa: E402
-from hearline.live.session import Final, Lag, LiveOptions, LiveSession, Partial, SpeechStarted  # noqa: E402
+from hearline.engines.base import Engine, TranscribeOptions  # noqa: E402
+from hearline.live.session import LiveOptions  # noqa: E402
 from hearline.models.pool import ModelPool  # noqa: E402
-from procmem import tree_rss_mb  # noqa: E402
+from live_streams import SR, LoopedRun, corpus_audio, one_realtime_session, section_long, stream_realtime  # noqa: E402
 from stats import fmt, pct  # noqa: E402
 
-SR = 16000
-CHUNK = SR // 10
-
-
-async def stream_realtime(pool: ModelPool, audio: np.ndarray, options: LiveOptions) -> dict:
-    session = LiveSession(pool, None, options)
-    await session.start()
-    first_partial: dict[int, float] = {}
-    onset: dict[int, float] = {}
-    finals: list[tuple[float, Final]] = []
-    lags: list[float] = []
-    t0 = 0.0
-
-    async def read() -> None:
-        async for event in session.events():
-            now = time.perf_counter() - t0
-            if isinstance(event, SpeechStarted):
-                onset[event.utterance_id] = event.start
-            elif isinstance(event, Partial) and event.utterance_id not in first_partial:
-                first_partial[event.utterance_id] = now - event.start
-            elif isinstance(event, Final):
-                finals.append((now, event))
-            elif isinstance(event, Lag):
-                lags.append(event.seconds)
-
-    reader = asyncio.create_task(read())
-    t0 = time.perf_counter()
-    for i in range(0, audio.size, CHUNK):
-        await session.push(audio[i : i + CHUNK])
-        await asyncio.sleep(max(0.0, t0 + (i + CHUNK) / SR - time.perf_counter()))
-    stop = time.perf_counter() - t0
-    await session.flush()
-    await reader
-    await session.close()
-    final_latency = [now - e.end for now, e in finals if e.text]
-    return {
-        "first_partial": [v for k, v in first_partial.items() if k in onset],
-        "final": final_latency,
-        "stop_to_last": (finals[-1][0] - stop) if finals else float("nan"),
-        "text": " ".join(e.text for _, e in finals if e.text),
-        "lags": lags,
-    }
+ENGLISH = TranscribeOptions(language="en")
 
 
 async def section_latency(pool: ModelPool, clips: list, options: LiveOptions) -> dict:
@@ -100,7 +58,7 @@ async def section_latency(pool: ModelPool, clips: list, options: LiveOptions) ->
         final_lat += result["final"]
         stops.append(result["stop_to_last"])
         started = time.perf_counter()
-        off = await pool.run(engine, engine.transcribe, audio, TranscribeOptions(language="en"))
+        off = await pool.run(engine, engine.transcribe, audio, ENGLISH)
         offline_time += time.perf_counter() - started
         audio_time += audio.size / SR
         refs.append(item.text)
@@ -112,71 +70,24 @@ async def section_latency(pool: ModelPool, clips: list, options: LiveOptions) ->
         "stop": stops,
         "wer_stream": wer(refs, streamed),
         "wer_offline": wer(refs, offline),
+        "vs_offline": wer(offline, streamed),
         "rtf": offline_time / audio_time,
     }
 
 
-def corpus_audio(clips: list, gap_s: float = 1.0) -> np.ndarray:
-    gap = np.zeros(int(gap_s * SR), dtype=np.float32)
-    parts = []
-    for item in clips:
-        parts += [decode_audio(item.path), gap]
-    return np.concatenate(parts)
-
-
-def looped(audio: np.ndarray, start: int, n: int) -> np.ndarray:
-    """``n`` samples of ``audio`` repeated end to end, from ``start``: always whole blocks, so the count of
-    samples pushed is the session's sample clock (a block cut short at the wrap would make them drift)."""
-    return np.take(audio, np.arange(start, start + n), mode="wrap")
-
-
-async def one_realtime_session(
-    pool: ModelPool, audio: np.ndarray, seconds: float, options: LiveOptions
-) -> tuple[float, list[float], float]:
-    """Stream ``seconds`` of ``audio`` (looped) at real time.
-
-    Returns the worst lag reported after the first 5 s, each final's latency after its end of speech
-    (audio clock) and the share of audio that partial decoding passed over because it was behind.
-    """
-    session = LiveSession(pool, None, options)
-    await session.start()
-    worst = 0.0
-    final_latency: list[float] = []
-    t0 = time.perf_counter()
-
-    async def read() -> None:
-        nonlocal worst
-        async for event in session.events():
-            if isinstance(event, Lag) and session.audio_seconds > 5:
-                worst = max(worst, event.seconds)
-            elif isinstance(event, Final) and event.text:
-                final_latency.append(time.perf_counter() - t0 - event.end)
-
-    reader = asyncio.create_task(read())
-    t0 = time.perf_counter()
-    total = int(seconds * SR)
-    for i in range(0, total, CHUNK):
-        await session.push(looped(audio, i, CHUNK))
-        await asyncio.sleep(max(0.0, t0 + (i + CHUNK) / SR - time.perf_counter()))
-    await session.flush()
-    await reader
-    await session.close()
-    return worst, final_latency, session.partial_skipped / max(1, total)
+async def vs_offline(pool: ModelPool, engine: Engine, runs: list[LoopedRun]) -> float:
+    """WER of the sessions' finals against the offline transcription of the audio each one sent."""
+    offline = [(await pool.run(engine, engine.transcribe, run.audio, ENGLISH)).text for run in runs]
+    return wer(offline, [run.text for run in runs])
 
 
 async def section_concurrency(
-    pool: ModelPool,
-    clips: list,
-    bound: float,
-    seconds: float,
-    warm_seconds: float,
-    options: LiveOptions,
-    start: int | None = None,
+    pool: ModelPool, clips: list, bound: float, seconds: float, warm_seconds: float, options: LiveOptions, start: int
 ) -> dict:
     audio = corpus_audio(clips)
     results: dict[int, float] = {}
 
-    async def run(n: int, length: float) -> list[tuple[float, list[float], float]]:
+    async def run(n: int, length: float) -> list[LoopedRun]:
         rng = np.random.default_rng(n)
         offsets = [int(rng.integers(0, audio.size)) for _ in range(n)]
         return await asyncio.gather(
@@ -184,14 +95,13 @@ async def section_concurrency(
         )
 
     async def trial(n: int) -> bool:
-        # Steady state: the same n sessions run unmeasured first, so the engine has started whatever it
-        # starts once per stream (PocketSphinx: a decoder process, ~0.5 s of CPU each); a cold burst of
-        # n connections pays that once, and its worst lag is printed next to the measured one.
-        cold = max(worst for worst, _, _ in await run(n, warm_seconds)) if warm_seconds > 0 else float("nan")
+        # Steady state: the same n sessions run unmeasured first, so the engine has started whatever it starts
+        # once per stream (PocketSphinx: a decoder process); a cold burst's worst lag is printed beside it.
+        cold = max(r.worst_lag for r in await run(n, warm_seconds)) if warm_seconds > 0 else float("nan")
         runs = await run(n, seconds)
-        results[n] = max(worst for worst, _, _ in runs)
-        latency = [v for _, values, _ in runs for v in values]
-        skipped = sum(share for _, _, share in runs) / n
+        results[n] = max(r.worst_lag for r in runs)
+        latency = [v for r in runs for v in r.final_latency]
+        skipped = sum(r.skipped for r in runs) / n
         print(
             f"    {n} sessions: worst lag {results[n]:.2f} s (warm-up {cold:.2f} s); final latency {fmt(latency)}; "
             f"audio passed over by partials {skipped:.0%}",
@@ -199,7 +109,7 @@ async def section_concurrency(
         )
         return results[n] < 1.0
 
-    n = start or max(1, math.floor(0.8 * bound))
+    n = max(1, start)
     if await trial(n):
         while n < math.ceil(bound) + 2 and await trial(n + 1):
             n += 1
@@ -211,72 +121,31 @@ async def section_concurrency(
             if await trial(n):
                 best = n
                 break
-    overload: dict = {}
-    if best:
-        # Twice what keeps up: the lag must stay bounded (backpressure) and every utterance still gets its final.
-        runs = await run(2 * best, seconds)
-        overload = {
-            "sessions": 2 * best,
-            "worst": max(worst for worst, _, _ in runs),
-            "latency": [v for _, values, _ in runs for v in values],
-            "finals": sum(len(values) for _, values, _ in runs),
-            "skipped": sum(share for _, _, share in runs) / (2 * best),
-        }
+    # Twice what keeps up (or two when none does): lag must stay bounded and every utterance still gets its final.
+    runs = await run(2 * max(1, best), seconds)
+    overload = {
+        "sessions": 2 * max(1, best),
+        "worst": max(r.worst_lag for r in runs),
+        "latency": [v for r in runs for v in r.final_latency],
+        "finals": sum(len(r.final_latency) for r in runs),
+        "skipped": sum(r.skipped for r in runs) / len(runs),
+        "vs_offline": await vs_offline(pool, await pool.get(None), runs),
+    }
     return {"best": best, "trials": results, "overload": overload}
 
 
-async def section_long(pool: ModelPool, clips: list, minutes: float, options: LiveOptions) -> dict:
-    one = corpus_audio(clips, gap_s=1.5)
-    total = int(minutes * 60 * SR)
-    session = LiveSession(pool, None, options)
-    await session.start()
-    pushes_pos: list[int] = []
-    pushes_t: list[float] = []
-    latencies: list[tuple[float, float]] = []  # (audio time of speech end, seconds from its push to the final)
-
-    async def read() -> None:
-        async for event in session.events():
-            if isinstance(event, Final) and event.text:
-                k = bisect.bisect_left(pushes_pos, int(event.end * SR))
-                if k < len(pushes_t):
-                    latencies.append((event.end, time.perf_counter() - pushes_t[k]))
-
-    reader = asyncio.create_task(read())
-    step = SR  # 1 s pushes: as fast as the session accepts them (backpressure paces us)
-    warm_rss = None
-    started = time.perf_counter()
-    for i in range(0, total, step):
-        block = looped(one, i, step)
-        await session.push(block)
-        pushes_pos.append(i + block.size)
-        pushes_t.append(time.perf_counter())
-        if warm_rss is None and i >= total // 10:
-            gc.collect()
-            warm_rss = tree_rss_mb()
-    await session.flush()
-    await reader
-    elapsed = time.perf_counter() - started
-    gc.collect()
-    end_rss = tree_rss_mb()
-    await session.close()
-    # Compare like with like: a final's latency grows with its utterance's length, so the two windows
-    # are whole passes over the looped corpus (the same utterances), at least a tenth of the session
-    # each - the first passes and the last complete ones.
-    loop_s = one.size / SR
-    loops = int(total / SR // loop_s)
-    k = max(1, min(loops // 2, math.ceil(total / SR / 10 / loop_s)))
-    first = [lat for t, lat in latencies if t < k * loop_s]
-    last = [lat for t, lat in latencies if (loops - k) * loop_s <= t < loops * loop_s]
-    return {
-        "window_min": k * loop_s / 60,
-        "last_from_min": (loops - k) * loop_s / 60,
-        "elapsed": elapsed,
-        "rss_warm": warm_rss or end_rss,
-        "rss_end": end_rss,
-        "first": first,
-        "last": last,
-        "finals": len(latencies),
-    }
+def print_latency(lat: dict, cores: int) -> float:
+    print(f"  first partial after speech onset: {fmt(lat['partial'])}   target p50 <= 0.8 s, p95 <= 1.5 s")
+    print(f"  final after end of speech:        {fmt(lat['final'])}   target p50 <= 1.0 s, p95 <= 1.8 s")
+    print(f"  last final after the client's stop: {fmt(lat['stop'])}   target <= 1.5 s")
+    print(
+        f"  WER streaming {lat['wer_stream']:.3f} vs offline {lat['wer_offline']:.3f} "
+        f"(diff {lat['wer_stream'] - lat['wer_offline']:+.3f}; target <= +0.01); "
+        f"finals vs offline text {lat['vs_offline']:.3f}"
+    )
+    bound = cores / lat["rtf"]
+    print(f"  engine offline RTF {lat['rtf']:.3f} -> offline bound = {cores} cores / RTF = {bound:.1f} streams")
+    return bound
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -302,17 +171,7 @@ async def main(args: argparse.Namespace) -> None:
 
         print("\n[1-2] real-time streaming, one session per clip", flush=True)
         lat = await section_latency(pool, clips, options)
-        print(f"  first partial after speech onset: {fmt(lat['partial'])}   target p50 <= 1.0 s")
-        print(f"  final after end of speech:        {fmt(lat['final'])}   target p50 <= 1.0 s")
-        print(f"  last final after the client's stop: {fmt(lat['stop'])}   target <= 1.5 s")
-        print(
-            f"  WER streaming {lat['wer_stream']:.3f} vs offline {lat['wer_offline']:.3f} "
-            f"(diff {lat['wer_stream'] - lat['wer_offline']:+.3f}; target <= +0.02)"
-        )
-        bound = cores / lat["rtf"]
-        print(
-            f"  engine offline RTF {lat['rtf']:.3f} -> bound = {cores} cores / RTF = {bound:.1f} sessions", flush=True
-        )
+        bound = print_latency(lat, cores)
 
         if args.concurrency_seconds > 0:
             print(f"\n[3] concurrent real-time sessions, {args.concurrency_seconds:.0f} s each, lag < 1 s", flush=True)
@@ -321,24 +180,25 @@ async def main(args: argparse.Namespace) -> None:
                 trial_pool = ModelPool(settings.model_copy(update={"batch_size": size}))
                 await trial_pool.get(None)
                 print(f"  batch size {size}:", flush=True)
+                start = args.sessions_from or max(1, math.floor(0.8 * bound))
                 conc = await section_concurrency(
-                    trial_pool, clips, bound, args.concurrency_seconds, args.warm_seconds, options, args.sessions_from
+                    trial_pool, clips, bound, args.concurrency_seconds, args.warm_seconds, options, start
                 )
                 best[size] = conc["best"]
-                ratio = conc["best"] / bound if bound else float("nan")
-                print(f"  sessions with lag < 1 s: {conc['best']} = {ratio:.2f} x bound {bound:.1f} (target >= 0.8 x)")
-                if conc["overload"]:
-                    o = conc["overload"]
-                    print(
-                        f"  overload, {o['sessions']} sessions: worst lag {o['worst']:.2f} s; {o['finals']} finals; "
-                        f"final latency {fmt(o['latency'])}; audio passed over by partials {o['skipped']:.0%}"
-                    )
-                batcher = next((s.batcher for s in trial_pool._slots.values() if s.batcher is not None), None)
-                if batcher is not None:
-                    print(f"  batched calls by size: {dict(sorted(batcher.sizes.items()))}")
+                print(f"  sessions with lag < 1 s: {conc['best']}")
+                o = conc["overload"]
+                print(
+                    f"  overload, {o['sessions']} sessions: worst lag {o['worst']:.2f} s; {o['finals']} finals; "
+                    f"final latency {fmt(o['latency'])}; audio passed over by partials {o['skipped']:.0%}; "
+                    f"finals vs offline text {o['vs_offline']:.3f} (unloaded {lat['vs_offline']:.3f}, target +0.02)"
+                )
+                batchers = {name: slot.batcher for name, slot in trial_pool._slots.items() if slot.batcher is not None}
+                for name, batcher in batchers.items():
+                    print(f"  {name}: batched calls by size {dict(sorted(batcher.sizes.items()))}")
                 await trial_pool.close()
-            if len(best) > 1 and min(best) in best and best[min(best)]:
-                print(f"  batching on/off: {max(best.values())} / {best[min(best)]} sessions (target on >= 1.3 x off)")
+            if len(best) > 1:
+                off, on = best[min(best)], max(best.values())
+                print(f"  batching on/off: {on} / {off} sessions (target on >= 1.3 x off)")
 
         if args.long_minutes > 0:
             print(f"\n[4] one {args.long_minutes:g}-minute session streamed as fast as it goes", flush=True)
@@ -357,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
             labels = (f"first {window}", f"{window} from {long['last_from_min']:.1f} min")
             for label, values in zip(labels, (long["first"], long["last"]), strict=True):
                 print(f"  final latency, {label + ':':<{max(map(len, labels)) + 1}} {fmt(values)}")
-            print(f"  last/first p50: {l50 / f50 if f50 else float('nan'):.2f} (target within 20 %)")
+            print(f"  last/first p50: {l50 / f50 if f50 else float('nan'):.2f} (target within 10 %)")
         await pool.close()
 
 
@@ -388,7 +248,7 @@ if __name__ == "__main__":
         type=int,
         default=None,
         help="max_concurrency_per_model (default: the server's; PocketSphinx makes this many decoders, Whisper "
-        "this many model replicas; earlier PocketSphinx figures used 12)",
+        "this many model replicas)",
     )
     parser.add_argument(
         "--pause-ms",

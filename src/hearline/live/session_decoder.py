@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from hearline.engines.base import SAMPLE_RATE
 from hearline.live.events import Error, Final, Partial
 from hearline.live.policies import FinalJob, Policy, Result
-from hearline.live.session_state import PARTIAL_RETRY_S, SessionState
+from hearline.live.session_state import PARTIAL_RETRY_S, THIN_PARTIAL_S, SessionState
 from hearline.live.utterance import _Utterance
 from hearline.models.pool import ServerBusy
 from hearline.models.scheduler import Work
@@ -80,7 +80,7 @@ class SessionDecoder(SessionState):
                 utt.fed += int(audio.size)
                 self._room.set()
             return False
-        if utt.pending < policy.batch_samples:
+        if utt.pending < self._partial_step(policy):
             return False
         audio = utt.take()
         skip = self._partial_skip(policy, audio.size)
@@ -108,6 +108,17 @@ class SessionDecoder(SessionState):
             await self._emit(Partial(utt.id, result.text, start, committed=result.committed, words=result.words))
         self._progress.set()
         return True
+
+    def _partial_step(self, policy: Policy) -> int:
+        """Audio a partial step waits for: the policy's step, or, for a policy that re-decodes its window (each
+        pass costs about the same however little audio is new), ``THIN_PARTIAL_S`` of it while the model's
+        finals hold every batch slot: the live text thins out, the finals keep up.  The decoder looks again
+        every ``PARTIAL_RETRY_S`` meanwhile, so partials resume as soon as the finals let go."""
+        step = policy.batch_samples
+        if not policy.finals_from_audio or self.engine is None or not self.pool.batch_saturated(self.engine):
+            return step
+        asyncio.get_running_loop().call_later(PARTIAL_RETRY_S, self._wake.set)
+        return max(step, int(THIN_PARTIAL_S * SAMPLE_RATE))
 
     def _partial_skip(self, policy: Policy, pending: int) -> int:
         """Leading samples the partial step may pass over, for a policy whose final decodes them anyway.

@@ -35,6 +35,7 @@ MAX_PENDING_FINALS = 2  # closed utterances whose final pass still runs (each ho
 MAX_BEHIND_S = 3.0  # audio segmented but not yet decoded before the input task waits (push then waits)
 LAG_EVERY_S = 1.0  # a Lag event per this much audio
 PARTIAL_RETRY_S = 0.1  # wait after the pool refused partial work
+THIN_PARTIAL_S = 2.5  # a re-decoding partial step's audio while finals hold every batch slot
 
 
 class _End:

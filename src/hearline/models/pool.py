@@ -319,11 +319,13 @@ class ModelPool:
 
     def batch_saturated(self, engine: Engine) -> bool:
         """Whether every batch slot of ``engine`` is taken (finals, requests): the cores are all on work
-        someone waits for, and optional work would only slow it down."""
+        someone waits for, and optional work would only slow it down.  A batching model's slots are the
+        batched calls it runs at once (its replicas), not the many jobs its gate admits to wait in a batch."""
         slot = self._slots.get(engine.name)
         if slot is None or slot.lanes is None:
             return False
-        return slot.lanes[False].full
+        gate = slot.lanes[False]
+        return gate.active >= slot.batcher.parallel if slot.batcher is not None else gate.full
 
     # -- running inference --------------------------------------------------------------------
     async def run(

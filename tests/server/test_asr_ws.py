@@ -22,8 +22,8 @@ import websockets
 from websockets.asyncio.client import connect
 
 from hearline.config import Settings
-from hearline.server import asr_ws
 from hearline.server.asr_ws import apply_diff
+from hearline.server.live_socket import connections
 from tests.doors import (
     ASR_UPDATE_KEYS,
     check_full_mode_shape,
@@ -281,12 +281,12 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
         ws.transport.abort()  # no close handshake: the client just disappears
 
     await vanish()  # warm-up: lazily created worker threads exist from here on
-    await _until_no_connections()
+    await _until_no_connections(server)
     threads = _threads_outside_the_pools()
     tasks = _server_tasks(server)
     for _ in range(3):
         await vanish()
-    await _until_no_connections()
+    await _until_no_connections(server)
     assert _threads_outside_the_pools() <= threads
     # the pool's executors start workers lazily, up to their bound
     settings = server.config.app.state.settings
@@ -299,7 +299,7 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
     # and the server still serves
     messages, _ = await run_session(server.ws_url, webm_chunks("en_pocketsphinx_goforward"), query="?language=en")
     assert messages[-1] == {"type": "ready_to_stop"}
-    await _until_no_connections()
+    await _until_no_connections(server)
 
 
 POOL_THREADS = ("hearline-infer", "hearline-live")
@@ -322,13 +322,14 @@ def _server_tasks(server: ServerThread) -> list[str]:
     return asyncio.run_coroutine_threadsafe(names(), loop).result(timeout=30)
 
 
-async def _until_no_connections() -> None:
+async def _until_no_connections(server: ServerThread) -> None:
     """Connections close asynchronously after the TCP reset; wait (bounded) until all are cleaned up."""
+    open_now = connections(server.config.app.state, "asr")
     for _ in range(600):
-        if asr_ws.active_connections() == 0:
+        if not open_now:
             return
         await asyncio.sleep(0.1)
-    assert asr_ws.active_connections() == 0
+    assert not open_now
 
 
 BROWSER_SESSION_JS = """async ([url, ms, endFirst]) => {

@@ -14,6 +14,7 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 
 from hearline.config import Settings
+from hearline.server.live_socket import connections
 from tests.helpers import ServerThread, running_server
 from tests.server.realtime_client import (
     PATH,
@@ -130,7 +131,7 @@ async def until_quiet(server: ServerThread, baseline: int) -> list[str]:
     for _ in range(600):
         tasks = server_tasks(server)
         own = [t for t in tasks if t.startswith(("realtime-", "live-"))]
-        if not getattr(app.state, "realtime_connections", set()) and not own and len(tasks) <= baseline:
+        if not connections(app.state, "realtime") and not own and len(tasks) <= baseline:
             return tasks
         await asyncio.sleep(0.1)
     return server_tasks(server)
@@ -154,7 +155,7 @@ async def test_client_vanishing_mid_utterance_leaks_no_tasks(server: ServerThrea
     tasks = await until_quiet(server, baseline)
     assert not [t for t in tasks if t.startswith(("realtime-", "live-"))], tasks
     assert len(tasks) <= baseline, tasks
-    assert not server.config.app.state.realtime_connections
+    assert not connections(server.config.app.state, "realtime")
     # and the server still serves
     events: list[dict[str, Any]] = []
     async with connect(server.ws_url + PATH) as ws:

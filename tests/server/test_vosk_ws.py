@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
 from hearline.server import vosk_ws
+from hearline.server.live_socket import connections
 from tests.helpers import ServerThread, clip, wer
 
 TWO_CLIPS = ("en_ljspeech_LJ001-0001", "en_ljspeech_LJ001-0004")
@@ -205,10 +206,10 @@ async def test_client_vanishing_mid_utterance_leaks_no_tasks(server: ServerThrea
     await asyncio.gather(vanish(), vanish())
     for _ in range(600):
         tasks = server_tasks(server)
-        if not server.config.app.state.vosk_connections and len(tasks) <= baseline:
+        if not connections(server.config.app.state, "vosk") and len(tasks) <= baseline:
             break
         await asyncio.sleep(0.1)
-    assert not server.config.app.state.vosk_connections
+    assert not connections(server.config.app.state, "vosk")
     assert not [t for t in tasks if t.startswith(("vosk-", "live-"))], tasks
     assert len(tasks) <= baseline, tasks
     # and the server still serves

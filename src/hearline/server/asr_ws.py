@@ -67,7 +67,7 @@ from hearline.server.asr_wire import (
     parse_params,
 )
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import SocketSender, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_socket import SocketSender, connections, frame_error, open_live_session, refuse_handshake
 
 # the wire model is re-exported: tests and clients import it from here
 __all__ = [
@@ -80,7 +80,6 @@ __all__ = [
     "AsrParams",
     "DiffEncoder",
     "TranscriptState",
-    "active_connections",
     "apply_diff",
     "asr_websocket",
     "format_time",
@@ -97,14 +96,6 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_AUDIO = 1007
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013  # full or draining since the handshake (a lost race; see live_socket)
-
-_connections: set[_Connection] = set()
-
-
-def active_connections() -> int:
-    """Open ``/asr`` connections in this process (observability and leak tests)."""
-    return len(_connections)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # the endpoint
@@ -127,11 +118,12 @@ async def asr_websocket(websocket: WebSocket) -> None:
             await websocket.close(code=CLOSE_BAD_PARAMS)
         return
     connection = _Connection(websocket, settings, params)
-    _connections.add(connection)
+    registry = connections(websocket.app.state, "asr")
+    registry.add(connection)
     try:
         await connection.run()
     finally:
-        _connections.discard(connection)
+        registry.discard(connection)
 
 
 class _ClientGone(Exception):

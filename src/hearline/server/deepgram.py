@@ -48,7 +48,14 @@ from hearline.server.deepgram_wire import (
     utterance_end,
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, read_body, to_api_error
-from hearline.server.live_socket import START_ERRORS, SocketSender, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_run import EventSink, LiveRun, deliver
+from hearline.server.live_socket import (
+    START_ERRORS,
+    SocketSender,
+    frame_error,
+    open_live_session,
+    refuse_handshake,
+)
 from hearline.server.upload_slots import UploadsFull, upload_slot
 
 logger = logging.getLogger(__name__)
@@ -119,8 +126,8 @@ class _Input:
         return np.zeros(0, np.float32), SAMPLE_RATE
 
 
-class _Connection:
-    """One live socket: its session, the forwarder turning events into Deepgram messages, the input."""
+class _Connection(EventSink):
+    """One live socket: its session, the forwarder turning events into Deepgram messages (``on_*``), the input."""
 
     def __init__(self, ws: WebSocket, session: LiveSession, params: ListenParams) -> None:
         assert session.engine is not None
@@ -132,7 +139,7 @@ class _Connection:
         self.sender = SocketSender(ws, "deepgram")
         self._idle = asyncio.Event()  # the forwarder has sent everything emitted so far
         self._idle.set()
-        self.forwarder = asyncio.create_task(self._forward(), name="deepgram-forward")
+        self.live = LiveRun(session, self._forward(), "deepgram-forward")
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.sender.send(message)
@@ -141,7 +148,7 @@ class _Connection:
         try:
             async for event in self.session.events():
                 self._idle.clear()
-                await self._send_event(event)
+                await deliver(self, event)
                 if not self.session.events_waiting:
                     self._idle.set()
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
@@ -149,26 +156,31 @@ class _Connection:
         finally:
             self._idle.set()
 
-    async def _send_event(self, event: object) -> None:
-        params = self.params
-        if isinstance(event, SpeechStarted) and params.vad_events:
+    async def on_speech_started(self, event: SpeechStarted) -> None:
+        if self.params.vad_events:
             await self.send(speech_started(event.start))
-        elif isinstance(event, Partial) and params.interim_results and event.text:
-            alt = alternative(event.text, event.words, params.punctuate)
+
+    async def on_partial(self, event: Partial) -> None:
+        if self.params.interim_results and event.text:
+            alt = alternative(event.text, event.words, self.params.punctuate)
             duration = self.session.audio_seconds - event.start
             await self.send(self.stream.results(event.start, duration, alt, is_final=False))
-        elif isinstance(event, Final) and (event.text or self.finalizing):
-            from_finalize = self.finalizing > 0
-            self.finalizing = max(0, self.finalizing - 1)
-            alt = alternative(event.text, event.words, params.punctuate)
-            message = self.stream.results(
-                event.start, event.end - event.start, alt, is_final=True, speech_final=True, from_finalize=from_finalize
-            )
-            await self.send(message)
-            if params.utterance_end_ms is not None and event.text:
-                await self.send(utterance_end(event.words[-1].end if event.words else event.end))
-        elif isinstance(event, Error):
-            await self.send(error_message(event.message))
+
+    async def on_final(self, event: Final) -> None:
+        if not event.text and not self.finalizing:
+            return
+        from_finalize = self.finalizing > 0
+        self.finalizing = max(0, self.finalizing - 1)
+        alt = alternative(event.text, event.words, self.params.punctuate)
+        message = self.stream.results(
+            event.start, event.end - event.start, alt, is_final=True, speech_final=True, from_finalize=from_finalize
+        )
+        await self.send(message)
+        if self.params.utterance_end_ms is not None and event.text:
+            await self.send(utterance_end(event.words[-1].end if event.words else event.end))
+
+    async def on_error(self, event: Error) -> None:
+        await self.send(error_message(event.message))
 
     async def on_audio(self, data: bytes) -> None:
         if self.audio_failed:
@@ -228,8 +240,7 @@ class _Connection:
             audio, rate = self.input.finish()  # a stream cut inside a container element is normal
             if audio.size:
                 await self.session.push(audio, rate)
-        await self.session.flush()
-        await self.forwarder
+        await self.live.finish()
         await self.send(self.stream.metadata_message(self.session.audio_seconds))
         await self.ws.close(code=1000)
 
@@ -240,10 +251,7 @@ class _Connection:
             await asyncio.sleep(0)
 
     async def close(self) -> None:
-        await self.session.close()
-        self.forwarder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.forwarder
+        await self.live.abandon()
 
 
 async def _deny(ws: WebSocket, status: int, message: str) -> None:

@@ -20,7 +20,9 @@ Admission (``--max-sessions`` and the graceful drain) is decided here once, by :
 
 Every WebSocket door writes through one :class:`SocketSender`: one message at a time (the forwarder and
 the receive loop both answer), and a client that has gone is a ``False`` from ``send``, never an exception
-in the middle of forwarding events.
+in the middle of forwarding events.  A failed start is one :class:`StartFailure`, which each door maps to its
+own code; the open connections of a door are in :func:`connections` (on ``app.state``).  A started session
+and its forwarder are a :class:`~hearline.server.live_run.LiveRun`.
 
 Each refusal is counted in ``hearline_refusals_total`` (``max_sessions``, ``draining``, ``busy``), and so is
 a session closed for its length (``max_session_length``): ``--max-session-minutes`` after its start, a
@@ -37,6 +39,7 @@ import math
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from starlette.applications import Starlette
@@ -47,7 +50,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from hearline.config import Settings
-from hearline.engines.base import EngineError
+from hearline.engines.base import EngineError, UnsupportedOption
 from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
@@ -91,6 +94,34 @@ class SocketSender:
                 self.gone = True
                 return False
             return True
+
+
+class StartFailure(Enum):
+    """Why a live session could not start, in the terms every door's error code is chosen from."""
+
+    UNKNOWN_MODEL = "unknown_model"  # no such model (the client's name)
+    UNSUPPORTED = "unsupported"  # the model cannot do what was asked (a language, translation)
+    UNAVAILABLE = "unavailable"  # the model exists but cannot be loaded or downloaded now
+    BUSY = "busy"  # full (--max-sessions), draining, or the model's queue is full
+
+
+def start_failure(exc: BaseException) -> StartFailure:
+    """The one classification of a :data:`START_ERRORS` exception."""
+    if isinstance(exc, UnknownModel):
+        return StartFailure.UNKNOWN_MODEL
+    if isinstance(exc, UnsupportedOption):
+        return StartFailure.UNSUPPORTED
+    if isinstance(exc, ServerBusy):
+        return StartFailure.BUSY
+    return StartFailure.UNAVAILABLE
+
+
+def connections(state: Any, door: str) -> set[Any]:
+    """The open connections of ``door`` in this app (``app.state``): shutdown and leak tests look at them."""
+    registry: dict[str, set[Any]] | None = getattr(state, "live_connections", None)
+    if registry is None:
+        registry = state.live_connections = {}
+    return registry.setdefault(door, set())
 
 
 def frame_error(size: int) -> str | None:

@@ -12,8 +12,6 @@ audio starts a new :class:`LiveSession` whose clock continues where the old one 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -26,16 +24,25 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from hearline.audio.decode import AudioDecodeError
-from hearline.engines.base import EngineError, UnsupportedOption
 from hearline.live.session import LiveOptions, LiveSession
-from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import SUBPROTOCOL_PREFIX, is_authorized
-from hearline.server.live_socket import CountedSession, SocketSender, refusal_reason, refuse_handshake
+from hearline.server.live_run import LiveRun
+from hearline.server.live_socket import (
+    START_ERRORS,
+    CountedSession,
+    SocketSender,
+    StartFailure,
+    connections,
+    refusal_reason,
+    refuse_handshake,
+    start_failure,
+)
 from hearline.server.realtime_deltas import ItemText
 from hearline.server.realtime_items import RealtimeItems
 from hearline.server.realtime_wire import (
     CLIENT_EVENTS,
+    INVALID_REQUEST,
     SERVER_ERROR,
     UNSUPPORTED_EVENTS,
     AudioInput,
@@ -62,16 +69,36 @@ MIN_COMMIT_MS = 100.0  # OpenAI refuses to commit less audio than this
 # -- the connection --------------------------------------------------------------------------------
 
 
+#: Realtime ``error`` (code, param) of a failed session start; busy ones name their reason
+START_CODES = {
+    StartFailure.UNKNOWN_MODEL: ("model_not_found", "model"),
+    StartFailure.UNSUPPORTED: ("unsupported_option", "session"),  # e.g. a language the model does not know
+    StartFailure.UNAVAILABLE: ("model_unavailable", None),
+}
+
+
+def _start_error(exc: BaseException) -> RealtimeError:
+    failure = start_failure(exc)
+    if failure is StartFailure.BUSY:  # full or draining since the handshake: audio waits for a new session.update
+        return RealtimeError(str(exc), code=refusal_reason(exc), type=SERVER_ERROR)
+    code, param = START_CODES[failure]
+    kind = SERVER_ERROR if failure is StartFailure.UNAVAILABLE else INVALID_REQUEST
+    return RealtimeError(str(exc), code=code, param=param, type=kind)
+
+
 @dataclass
 class _Stream:
     """One LiveSession plus the task forwarding its events; ``offset`` places its clock on the session's."""
 
-    live: LiveSession
-    forwarder: asyncio.Task[None]
+    run: LiveRun
     offset: float
     rate: int
     options: LiveOptions
     model: str | None
+
+    @property
+    def live(self) -> LiveSession:
+        return self.run.session
 
 
 class RealtimeConnection(RealtimeItems):
@@ -157,7 +184,7 @@ class RealtimeConnection(RealtimeItems):
                 await self.send_error(RealtimeError(str(exc), code="model_not_found", param="model"))
                 await self.ws.close(code=1008)
                 return
-        registry: set[RealtimeConnection] = _registry(self.ws)
+        registry = connections(self.ws.app.state, "realtime")
         registry.add(self)
         try:
             created = "transcription_session.created" if self.beta else "session.created"
@@ -191,10 +218,7 @@ class RealtimeConnection(RealtimeItems):
         self.closed = True
         stream, self.stream = self.stream, None
         if stream is not None:
-            stream.forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stream.forwarder
-            await stream.live.close()
+            await stream.run.abandon()
 
     # -- client events -----------------------------------------------------------------------
     async def _handle_text(self, text: str) -> None:
@@ -335,27 +359,17 @@ class RealtimeConnection(RealtimeItems):
         live = CountedSession(self.pool, self.config.model, options, door="realtime")
         try:
             await live.start()
-        except UnknownModel as exc:
+        except START_ERRORS as exc:
             await live.close()
-            raise RealtimeError(str(exc), code="model_not_found", param="model") from exc
-        except UnsupportedOption as exc:  # e.g. a language the model does not know
-            await live.close()
-            self.start_failed = True
-            raise RealtimeError(str(exc), code="unsupported_option", param="session") from exc
-        except EngineError as exc:
-            await live.close()
-            logger.warning("realtime: could not start a live session: %s", exc)
-            self.start_failed = True
-            raise RealtimeError(str(exc), code="model_unavailable", type=SERVER_ERROR) from exc
-        except ServerBusy as exc:  # full or draining since the handshake: audio waits for a new session.update
-            await live.close()
-            self.start_failed = True
-            raise RealtimeError(str(exc), code=refusal_reason(exc), type=SERVER_ERROR) from exc
+            error = _start_error(exc)
+            self.start_failed = error.code != "model_not_found"  # a new session.update may fix the others
+            if error.code == "model_unavailable":
+                logger.warning("realtime: could not start a live session: %s", exc)
+            raise error from exc
         self.stream_no += 1
-        forwarder = asyncio.create_task(
-            self._forward(live, self.stream_no, self.clock_ms / 1000.0), name=f"realtime-forward-{self.session_id}"
-        )
-        self.stream = _Stream(live, forwarder, self.clock_ms / 1000.0, self.config.rate, options, self.config.model)
+        forwarding = self._forward(live, self.stream_no, self.clock_ms / 1000.0)
+        run = LiveRun(live, forwarding, f"realtime-forward-{self.session_id}")
+        self.stream = _Stream(run, self.clock_ms / 1000.0, self.config.rate, options, self.config.model)
         return self.stream
 
     async def _retire_stream(self) -> None:
@@ -364,21 +378,8 @@ class RealtimeConnection(RealtimeItems):
         if stream is None:
             return
         self.audio.reset()
-        try:
-            await stream.live.flush()
-            await stream.forwarder
-        finally:
-            await stream.live.close()
+        await stream.run.finish()
         await self._complete_empty_commits(math.inf)
-
-
-def _registry(websocket: WebSocket) -> set[RealtimeConnection]:
-    """Open Realtime connections of this app (tests and shutdown look at it)."""
-    state = websocket.app.state
-    registry = getattr(state, "realtime_connections", None)
-    if registry is None:
-        registry = state.realtime_connections = set()
-    return registry
 
 
 @router.websocket("/v1/realtime")

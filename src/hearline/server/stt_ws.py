@@ -22,7 +22,6 @@ A client that disappears mid-utterance has its session closed (decoder lease, ta
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -35,6 +34,7 @@ from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
+from hearline.server.live_run import EventSink, LiveRun, forward
 from hearline.server.live_socket import (
     START_ERRORS,
     SocketSender,
@@ -53,8 +53,8 @@ UNAUTHORIZED = 4401
 BAD_REQUEST = 4400
 
 
-class _Connection:
-    """One socket: at most one LiveSession at a time, one task forwarding its events."""
+class _Connection(EventSink):
+    """One socket: at most one LiveSession at a time, one task forwarding its events (to the ``on_*`` methods)."""
 
     def __init__(self, ws: WebSocket, language: str | None, model: str | None) -> None:
         self.ws = ws
@@ -62,11 +62,11 @@ class _Connection:
         self.pool = ws.app.state.pool
         self.language = language
         self.model = model
-        self.session: LiveSession | None = None
-        self.forwarder: asyncio.Task[None] | None = None
+        self.live: LiveRun | None = None
         self.sender = SocketSender(ws, "stt")
         self.pcm = RawStream("pcm", 2, 1, 16000)  # a sample split across frames is carried
         self._refused = False  # an implicit start failed: ignore audio until an explicit start
+        self._lag = 0.0  # the session's last reported lag, sent with each partial
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.sender.send(message)
@@ -81,62 +81,45 @@ class _Connection:
         except START_ERRORS as exc:
             await self.error(str(exc))
             return False
-        self.session = session
-        self.forwarder = asyncio.create_task(self._forward(session), name="stt-forward")
+        self._lag = 0.0
+        self.live = LiveRun(session, forward(session, self, "stt"), "stt-forward")
         await self.send({"type": "session_started"})
         return True
 
+    @property
+    def session(self) -> LiveSession | None:
+        return self.live.session if self.live is not None else None
+
     async def stop(self) -> None:
-        session, forwarder = self.session, self.forwarder
-        if session is None:
+        live, self.live = self.live, None
+        if live is None:
             return
         self.pcm.finish()  # half a sample cannot be decoded; drop it
-        await session.flush()
-        if forwarder is not None:
-            await forwarder  # every final is sent before session_ended
-        await session.close()
-        self.session = self.forwarder = None
+        await live.finish()  # every final is sent before session_ended
         await self.send({"type": "session_ended"})
 
     async def close(self) -> None:
         """The socket is gone: drop the session without flushing."""
-        session, forwarder = self.session, self.forwarder
-        self.session = self.forwarder = None
-        if session is not None:
-            await session.close()
-        if forwarder is not None:
-            forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forwarder
+        live, self.live = self.live, None
+        if live is not None:
+            await live.abandon()
 
-    async def _forward(self, session: LiveSession) -> None:
-        lag = 0.0
-        try:
-            async for event in session.events():
-                if isinstance(event, Lag):
-                    lag = event.seconds
-                elif isinstance(event, Partial):
-                    if event.text:
-                        await self.send(
-                            {"type": "partial", "text": event.text, "is_final": False, "start": event.start, "lag": lag}
-                        )
-                elif isinstance(event, Final):
-                    if event.text:
-                        await self.send(
-                            {
-                                "type": "final",
-                                "text": event.text,
-                                "is_final": True,
-                                "start": event.start,
-                                "end": event.end,
-                                "language": event.language,
-                            }
-                        )
-                elif isinstance(event, Error):
-                    await self.error(event.message)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            # The client went away; the receive loop notices too and closes the session.
-            logger.debug("stt: could not forward an event: %s", exc)
+    # -- events -> messages ----------------------------------------------------------------
+    async def on_lag(self, event: Lag) -> None:
+        self._lag = event.seconds
+
+    async def on_partial(self, event: Partial) -> None:
+        if event.text:
+            await self.send({"type": "partial", "text": event.text, "is_final": False, "start": event.start,
+                             "lag": self._lag})  # fmt: skip
+
+    async def on_final(self, event: Final) -> None:
+        if event.text:
+            await self.send({"type": "final", "text": event.text, "is_final": True, "start": event.start,
+                             "end": event.end, "language": event.language})  # fmt: skip
+
+    async def on_error(self, event: Error) -> None:
+        await self.error(event.message)
 
     # -- input ------------------------------------------------------------------------------
     async def on_audio(self, data: bytes) -> None:

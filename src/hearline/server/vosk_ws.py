@@ -36,7 +36,15 @@ from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStar
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_socket import SocketSender, any_path_app, frame_error, open_live_session, refuse_handshake
+from hearline.server.live_run import EventSink, deliver
+from hearline.server.live_socket import (
+    SocketSender,
+    any_path_app,
+    connections,
+    frame_error,
+    open_live_session,
+    refuse_handshake,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +63,8 @@ class VoskFatal(RuntimeError):
     """Recognition cannot start (model or option unusable); answered with ``{"error": ...}``, then closed."""
 
 
-class VoskConnection:
-    """One Vosk WebSocket: configuration, the live session, and the lock-step reply state."""
+class VoskConnection(EventSink):
+    """One Vosk WebSocket: configuration, the live session, and the lock-step reply state (kept by ``on_*``)."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.ws = websocket
@@ -91,7 +99,7 @@ class VoskConnection:
             await self.send({"error": "unauthorized: missing or wrong API key"})
             await self.ws.close(code=1008)
             return
-        registry = _registry(self.ws)
+        registry = connections(self.ws.app.state, "vosk")
         registry.add(self)
         try:
             await self._receive_loop()
@@ -246,25 +254,30 @@ class VoskConnection:
     async def _forward(self, live: LiveSession) -> None:
         try:
             async for event in live.events():
-                if isinstance(event, SpeechStarted):
-                    self.open_utts.add(event.utterance_id)
-                elif isinstance(event, Partial):
-                    self.open_utts.add(event.utterance_id)
-                    self.partial, self.partial_utt = event.text, event.utterance_id
-                elif isinstance(event, Final):
-                    self.open_utts.discard(event.utterance_id)
-                    self.finals.append(event)
-                    if self.partial_utt == event.utterance_id:
-                        self.partial, self.partial_utt = "", None
-                elif isinstance(event, Error):
-                    logger.warning("vosk: live session error: %s", event.message)
-                    if event.fatal:
-                        await self.send({"error": event.message})
+                await deliver(self, event)
                 async with self.changed:
                     self.changed.notify_all()
         finally:
             async with self.changed:
                 self.changed.notify_all()
+
+    async def on_speech_started(self, event: SpeechStarted) -> None:
+        self.open_utts.add(event.utterance_id)
+
+    async def on_partial(self, event: Partial) -> None:
+        self.open_utts.add(event.utterance_id)
+        self.partial, self.partial_utt = event.text, event.utterance_id
+
+    async def on_final(self, event: Final) -> None:
+        self.open_utts.discard(event.utterance_id)
+        self.finals.append(event)
+        if self.partial_utt == event.utterance_id:
+            self.partial, self.partial_utt = "", None
+
+    async def on_error(self, event: Error) -> None:
+        logger.warning("vosk: live session error: %s", event.message)
+        if event.fatal:
+            await self.send({"error": event.message})
 
     # -- replies -----------------------------------------------------------------------------
     def _reply(self) -> dict[str, Any]:
@@ -309,15 +322,6 @@ def _word(word: Word, conf: bool = True) -> dict[str, Any]:
         out["conf"] = round(word.probability if word.probability is not None else 1.0, 6)
     out.update(start=round(word.start, 6), end=round(word.end, 6), word=word.word)
     return out
-
-
-def _registry(websocket: WebSocket) -> set[VoskConnection]:
-    """Open Vosk connections of this app (tests look at it to prove nothing leaks)."""
-    state = websocket.app.state
-    registry = getattr(state, "vosk_connections", None)
-    if registry is None:
-        registry = state.vosk_connections = set()
-    return registry
 
 
 async def serve_vosk(websocket: WebSocket) -> None:

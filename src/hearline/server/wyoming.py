@@ -34,11 +34,18 @@ import hearline
 from hearline import languages
 from hearline.audio.decode import PCM_WIDTH_DTYPES
 from hearline.audio.raw_stream import RawStream
-from hearline.engines.base import EngineError, TranscribeOptions, UnsupportedOption
+from hearline.engines.base import EngineError, TranscribeOptions
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
-from hearline.server.live_socket import START_ERRORS, admission_refusal, open_live_session
+from hearline.server.live_run import EventSink, LiveRun, forward
+from hearline.server.live_socket import (
+    START_ERRORS,
+    StartFailure,
+    admission_refusal,
+    open_live_session,
+    start_failure,
+)
 from hearline.server.models_api import model_listing
 
 logger = logging.getLogger(__name__)
@@ -127,18 +134,20 @@ def _asr_model(name: str, langs: list[str]) -> AsrModel:
     )
 
 
+#: Wyoming error ``code`` of each failed model or session start
+START_CODES = {
+    StartFailure.UNKNOWN_MODEL: "unknown_model",
+    StartFailure.UNSUPPORTED: "unsupported_language",
+    StartFailure.BUSY: "busy",
+    StartFailure.UNAVAILABLE: "model_unavailable",
+}
+
+
 def _start_error_code(exc: BaseException) -> str:
-    """Wyoming error ``code`` for a failed model or session start."""
-    if isinstance(exc, UnknownModel):
-        return "unknown_model"
-    if isinstance(exc, UnsupportedOption):
-        return "unsupported_language"
-    if isinstance(exc, ServerBusy):
-        return "busy"
-    return "model_unavailable"
+    return START_CODES[start_failure(exc)]
 
 
-class _Connection:
+class _Connection(EventSink):
     """One TCP client: at most one LiveSession at a time (audio-start .. audio-stop)."""
 
     def __init__(self, app_state: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -149,8 +158,7 @@ class _Connection:
         self._write_lock = asyncio.Lock()
         self.model: str | None = None
         self.language: str | None = languages.engine_code(self.settings.language)
-        self.session: LiveSession | None = None
-        self.forwarder: asyncio.Task[None] | None = None
+        self.live: LiveRun | None = None
         self.format = (16000, 2, 1)  # rate, width, channels from audio-start
         self.pcm = RawStream("pcm", 2, 1, 16000)  # frames split across chunks are carried
         self._finals: list[str] = []
@@ -256,10 +264,9 @@ class _Connection:
         except START_ERRORS as exc:
             await self.error(str(exc), _start_error_code(exc))
             return False
-        self.session = session
         self._finals, self._final_language, self._streamed = [], None, ""
+        self.live = LiveRun(session, forward(session, self, "wyoming"), "wyoming-forward")
         self.pcm.finish()
-        self.forwarder = asyncio.create_task(self._forward(session), name="wyoming-forward")
         await self.send(TranscriptStart(language=self.language).event())
         return True
 
@@ -277,30 +284,25 @@ class _Connection:
             await self.session.push(audio, self.pcm.sample_rate)
 
     async def stop(self) -> None:
-        session, forwarder = self.session, self.forwarder
-        if session is None:
+        live, self.live = self.live, None
+        if live is None:
             await self.error("audio-stop without audio", "no_audio")
             return
         self.pcm.finish()  # an incomplete frame cannot be decoded
-        await session.flush()
-        if forwarder is not None:
-            await forwarder  # every final is in before the transcript
-        await session.close()
-        self.session = self.forwarder = None
+        await live.finish()  # every final is in before the transcript
         await self.send(TranscriptStop().event())
         language = self.language or self._final_language
         await self.send(Transcript(text=" ".join(self._finals), language=language).event())
         self.model = None
 
+    @property
+    def session(self) -> LiveSession | None:
+        return self.live.session if self.live is not None else None
+
     async def close(self) -> None:
-        session, forwarder = self.session, self.forwarder
-        self.session = self.forwarder = None
-        if session is not None:
-            await session.close()
-        if forwarder is not None:
-            forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forwarder
+        live, self.live = self.live, None
+        if live is not None:
+            await live.abandon()
         with contextlib.suppress(ConnectionError, OSError):
             self.writer.close()
             await self.writer.wait_closed()
@@ -314,22 +316,20 @@ class _Connection:
         self._streamed = text
         await self.send(TranscriptChunk(text=prefix + suffix).event())
 
-    async def _forward(self, session: LiveSession) -> None:
-        try:
-            async for event in session.events():
-                if isinstance(event, Partial):
-                    if event.text:
-                        await self._chunk(event.text)
-                elif isinstance(event, Final):
-                    if event.text:
-                        await self._chunk(event.text)
-                        self._finals.append(event.text)
-                        self._final_language = event.language or self._final_language
-                    self._streamed = ""
-                elif isinstance(event, Error):
-                    await self.error(event.message, "transcription_failed")
-        except (ConnectionError, OSError) as exc:
-            logger.debug("wyoming: could not forward an event: %s", exc)
+    # -- events -> transcript-chunk / the final transcript ----------------------------------------
+    async def on_partial(self, event: Partial) -> None:
+        if event.text:
+            await self._chunk(event.text)
+
+    async def on_final(self, event: Final) -> None:
+        if event.text:
+            await self._chunk(event.text)
+            self._finals.append(event.text)
+            self._final_language = event.language or self._final_language
+        self._streamed = ""
+
+    async def on_error(self, event: Error) -> None:
+        await self.error(event.message, "transcription_failed")
 
 
 class WyomingServer:

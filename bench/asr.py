@@ -31,8 +31,9 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import english_clips, free_port, wer  # noqa: E402
-from tests.media import browser_chunks, browser_webm  # noqa: E402
+from tests.helpers.corpus import english_clips, wer  # noqa: E402
+from tests.helpers.media import browser_chunks, browser_webm  # noqa: E402
+from tests.helpers.server import free_port  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
 from spawn import start_server  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import manifest, wer  # noqa: E402
+from tests.helpers.corpus import manifest, wer  # noqa: E402
 
 from hearline.config import Settings  # noqa: E402
 from hearline.live.local_agreement import PROMPT_CHARS, LocalAgreementPolicy  # noqa: E402

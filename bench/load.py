@@ -22,10 +22,12 @@ Overload (issue "Safe on a LAN"): ``--spawn`` starts its own ``hearline serve`` 
 again a second later) while ``--rest-workers`` post clips back to back to ``/v1/audio/transcriptions``.
 Printed besides the above: refusals by door (live 503s, REST 429s with their ``Retry-After``), REST
 latency p50/p95 of the answered requests, and the server's RSS and threads (its process tree) before,
-at the peak and ``--settle-s`` after the load ends:
+at the peak and ``--settle-s`` after the load ends, against the same figures for the server once warm (after one
+session and one upload: what a server that has served once holds). ``--rounds`` repeats the load, to see whether
+what stays after it grows round after round:
 
   python bench/load.py --spawn --serve-args "--model base --max-sessions 3" \\
-      --sessions 6 --rest-workers 2 --duration-s 120
+      --sessions 6 --rest-workers 2 --duration-s 120 --rounds 2
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import english_clips, free_port, wer  # noqa: E402
+from tests.helpers.corpus import english_clips, wer  # noqa: E402
+from tests.helpers.server import free_port  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
 from procmem import tree_rss_mb  # noqa: E402
@@ -194,15 +197,30 @@ class Usage:
         return sample
 
 
-async def run(args: argparse.Namespace, url: str, pid: int | None) -> None:
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    backends = args.backends or [url]
-    ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/")
-    clips = [c for c in english_clips() if c.duration <= args.max_clip_s][: args.clips]
-    audio = {c.id: float_to_pcm16(decode_audio(c.path)) for c in clips}
+@dataclass
+class Target:
+    url: str
+    ws_url: str
+    backends: list[str]
+    headers: dict[str, str]
+    clips: list
+    audio: dict[str, bytes]
+
+
+async def warm_up(target: Target) -> None:
+    """One session and one upload: the baseline is then what a server that has served once holds."""
+    item = target.clips[0]
+    await session(target.ws_url, item.id, item.text, target.audio[item.id], target.headers)
+    async with httpx.AsyncClient(base_url=target.url, headers=target.headers, timeout=300) as client:
+        await client.post("/v1/audio/transcriptions", files={"file": (item.path.name, item.path.read_bytes())})
+
+
+async def one_round(args: argparse.Namespace, target: Target, usage: Usage, spawned: bool) -> tuple[float, int]:
+    """Offer the load once and print its figures; returns the server's RSS and threads once it settled."""
+    url, ws_url, backends, headers = target.url, target.ws_url, target.backends, target.headers
+    clips, audio = target.clips, target.audio
     before = [scrape(b, headers) for b in backends]
-    usage = Usage(pid)
-    baseline = usage.now()
+    usage.peak = (0.0, 0)
 
     peaks = [0.0 for _ in backends]
     done = threading.Event()
@@ -235,7 +253,8 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> None:
     done.set()
     watcher.join(5)
     after = [scrape(b, headers) for b in backends]
-    await asyncio.sleep(args.settle_s if pid is not None else 0)
+    await asyncio.sleep(args.settle_s if spawned else 0)
+    peak = usage.peak
     settled = usage.now()
 
     ok = [r for r in results if r.refused is None and r.failed is None and r.closing_latency is not None]
@@ -267,13 +286,43 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> None:
         by_status = dict(sorted(statuses.items()))
         print(f"REST ({args.rest_workers} workers): {len(rest)} requests, by status {by_status}, Retry-After "
               f"seen {retry}; answered in p50 {pct(answered, 50):.2f} s, p95 {pct(answered, 95):.2f} s")  # fmt: skip
-    if pid is not None:
-        print(f"server RSS / threads: {baseline[0]:.0f} MB / {baseline[1]} before, peak {usage.peak[0]:.0f} MB / "
-              f"{usage.peak[1]}, {settled[0]:.0f} MB / {settled[1]} {args.settle_s:g} s after the load")  # fmt: skip
+    if spawned:
+        print(f"server RSS / threads: peak {peak[0]:.0f} MB / {peak[1]}, "
+              f"{settled[0]:.0f} MB / {settled[1]} {args.settle_s:g} s after the load")  # fmt: skip
     print("replica distribution (from each backend's /metrics):")
     for backend, b, a, peak in zip(backends, before, after, peaks, strict=True):
         opened = a["opened"] - b["opened"]
         print(f"  {backend}: {opened:.0f} sessions opened, peak {peak:.0f} open, {a['open']:.0f} open now")
+    return settled
+
+
+async def run(args: argparse.Namespace, url: str, pid: int | None) -> None:
+    clips = [c for c in english_clips() if c.duration <= args.max_clip_s][: args.clips]
+    target = Target(
+        url=url,
+        ws_url=url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/"),
+        backends=args.backends or [url],
+        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else {},
+        clips=clips,
+        audio={c.id: float_to_pcm16(decode_audio(c.path)) for c in clips},
+    )
+    usage = Usage(pid)
+    spawned = pid is not None
+    if spawned:
+        fresh = usage.now()
+        await warm_up(target)
+        await asyncio.sleep(args.settle_s)
+        warm = usage.now()
+        print(f"server RSS / threads: {fresh[0]:.0f} MB / {fresh[1]} started, {warm[0]:.0f} MB / {warm[1]} "
+              f"warm (one session and one upload, {args.settle_s:g} s after)")  # fmt: skip
+    after = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            print(f"-- round {n + 1} of {args.rounds}")
+        after.append(await one_round(args, target, usage, spawned))
+    if spawned:
+        growth = ", ".join(f"{a[0] - warm[0]:+.0f} MB / {a[1] - warm[1]:+d}" for a in after)
+        print(f"server RSS / threads after each round, against warm: {growth}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -305,4 +354,5 @@ if __name__ == "__main__":
     parser.add_argument("--duration-s", type=float, default=0.0, help="keep offering load this long (0: one round)")
     parser.add_argument("--rest-workers", type=int, default=0, help="clients posting clips back to back")
     parser.add_argument("--settle-s", type=float, default=10.0, help="idle time before the after-load usage")
+    parser.add_argument("--rounds", type=int, default=1, help="offer the load this many times, settling between")
     main(parser.parse_args())

@@ -71,16 +71,16 @@ def build_tiny_models(out: Path) -> list[tuple[str, str]]:
     """Tiny test models (path, label); a builder that cannot run (missing dependency) is reported and skipped."""
     built: list[tuple[str, str]] = []
     builders = [
-        ("tests.tiny_sherpa", "build_sense_voice", out / "tiny-sense-voice", "sherpa-onnx sense_voice (tiny)"),
-        ("tests.tiny_sherpa", "build_streaming_zipformer2", out / "tiny-zipformer2", "sherpa-onnx online (tiny)"),
-        ("tests.tiny_whisper", "build_tiny_whisper", out / "tiny-ct2-whisper", "faster-whisper (tiny)"),
-        ("tests.tiny_ggml", "build_ggml_whisper", out / "tiny-ggml.bin", "whisper.cpp ggml (tiny)"),
+        ("tiny_sherpa", "build_sense_voice", out / "tiny-sense-voice", "sherpa-onnx sense_voice (tiny)"),
+        ("tiny_sherpa", "build_streaming_zipformer2", out / "tiny-zipformer2", "sherpa-onnx online (tiny)"),
+        ("tiny_whisper", "build_tiny_whisper", out / "tiny-ct2-whisper", "faster-whisper (tiny)"),
+        ("tiny_ggml", "build_ggml_whisper", out / "tiny-ggml.bin", "whisper.cpp ggml (tiny)"),
     ]
     import importlib
 
     for module_name, func, path, label in builders:
         try:
-            builder = getattr(importlib.import_module(module_name), func)
+            builder = getattr(importlib.import_module(f"tests.helpers.{module_name}"), func)
             built.append((str(builder(path)), label))
         except (ImportError, AttributeError, OSError, RuntimeError, ValueError) as exc:
             print(f"# skipped {label}: {exc}", file=sys.stderr)

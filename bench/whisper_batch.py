@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import english_clips, wer  # noqa: E402
+from tests.helpers.corpus import english_clips, wer  # noqa: E402
 
 from hearline.audio.decode import decode_audio  # noqa: E402
 from hearline.config import Settings  # noqa: E402

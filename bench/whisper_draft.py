@@ -20,7 +20,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import manifest, wer  # noqa: E402
+from tests.helpers.corpus import manifest, wer  # noqa: E402
 
 from hearline.audio.decode import decode_audio  # noqa: E402
 from hearline.config import Settings  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import english_clips  # noqa: E402
+from tests.helpers.corpus import english_clips  # noqa: E402
 
 from hearline.audio.decode import decode_audio  # noqa: E402
 from hearline.config import Settings  # noqa: E402

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hearline.config import Settings
-from tests.helpers import ServerThread, running_server
+from tests.helpers.pulse import PulseDaemon
+from tests.helpers.server import ServerThread, running_server
 
 # Tests name their model: PocketSphinx unless they choose another, for module- and session-scoped servers
 # too.  The Whisper tests take the real default (Whisper base) through ``whisper_default`` / ``whisper_server``,
@@ -30,6 +31,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseDaemon]:
+    """A private PulseAudio daemon with a null sink, one per test module (capture, captions, translation)."""
+    with PulseDaemon(tmp_path_factory.mktemp("pulse")) as daemon:
+        yield daemon
+
+
 @pytest.fixture()
 def whisper_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing configured: the server's own default (Whisper base from the ``whisper`` extra)."""
@@ -38,11 +46,11 @@ def whisper_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight multilingual Whisper model in CTranslate2's format (see tests/tiny_whisper.py).
+    """A tiny random-weight multilingual Whisper model in CTranslate2's format (see tests/helpers/tiny_whisper.py).
 
     Loads through the same path as a real faster-whisper model directory; its text is gibberish.
     """
-    from tests.tiny_whisper import build_tiny_whisper
+    from tests.helpers.tiny_whisper import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper") / "faster-whisper-tiny-random")
 
@@ -62,6 +70,6 @@ def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerT
 @pytest.fixture(scope="session")
 def no_speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Non-speech probes synthesized with sox: silence, 50 Hz hum, white noise, plucked notes, clicks."""
-    from tests.helpers import no_speech_probes
+    from tests.helpers.media import no_speech_probes
 
     return no_speech_probes(tmp_path_factory.mktemp("no-speech"))

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import httpx
 import pytest
 
 from hearline import __version__
-from tests.helpers import clip, free_port, serving
+from tests.helpers.corpus import clip
+from tests.helpers.server import free_port, says_ok, serving, wait_spawned
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 EXPECTED = "go forward ten meters"
@@ -99,14 +99,7 @@ def test_serve_starts_answers_and_stops(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        status = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and status != "ok":
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["status"]
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        assert status == "ok"
+        wait_spawned(proc, f"http://127.0.0.1:{port}/health", says_ok)
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/audio/transcriptions",
             files={"file": (GO_FORWARD.path.name, GO_FORWARD.path.read_bytes())},

@@ -27,10 +27,11 @@ import httpx
 import pytest
 import websockets
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from hearline.audio.decode import decode_audio, float_to_pcm16
-from tests.helpers import clip, free_port, wer
+from tests.helpers.corpus import clip, pcm16, wer
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.server import free_port, wait_spawned
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -114,16 +115,10 @@ def start_replica(tmp_path: Path, index: int) -> Replica:
 
 
 def wait_ready(replica: Replica) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(replica.url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert replica.process.poll() is None, replica.log.read_text()
-        time.sleep(0.2)
-    raise AssertionError(f"{replica.name} did not become ready")
+    try:
+        wait_spawned(replica.process, replica.url + "/ready")
+    except RuntimeError as exc:
+        raise AssertionError(f"{replica.name}: {exc}\n{replica.log.read_text()[-2000:]}") from exc
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -156,10 +151,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert check.returncode == 0, check.stdout + check.stderr
         with (tmp_path / "haproxy.log").open("wb") as out:
             haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
-        while not stats_socket.exists():
-            assert haproxy.poll() is None and time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
-            time.sleep(0.05)
+        eventually(lambda: stats_socket.exists() or haproxy.poll() is not None, 30, "HAProxy's stats socket")
+        assert haproxy.poll() is None, (tmp_path / "haproxy.log").read_text()
         result = Cluster(replicas, lb_port, stats_socket, haproxy)
         result.wait_status({r.name: "UP" for r in replicas})
         yield result
@@ -171,32 +164,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def metric(replica: Replica, name: str, **labels: str) -> float:
+def replica_metric(replica: Replica, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` on one replica's own /metrics whose labels include ``labels``."""
-    text = httpx.get(replica.url + "/metrics", timeout=10).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
+    return metric(scrape(replica.url), name, **labels)
+
+
+def opened(replica: Replica) -> float:
+    return replica_metric(replica, "hearline_live_sessions_opened_total")
 
 
 def open_stt(replica: Replica) -> float:
-    return metric(replica, "hearline_live_sessions_open", door="stt")
-
-
-def wait_until(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def pcm_of(clip_id: str) -> bytes:
-    return float_to_pcm16(decode_audio(clip(clip_id).path))
+    return replica_metric(replica, "hearline_live_sessions_open", door="stt")
 
 
 async def recv_json(ws: websockets.ClientConnection, timeout: float = 120) -> dict:  # type: ignore[type-arg]
@@ -272,12 +250,12 @@ def test_compose_and_kubernetes_manifests_parse_and_agree_with_the_server() -> N
 
 
 def test_rest_transcription_through_the_load_balancer(cluster: Cluster) -> None:
-    handled_before = [metric(r, "hearline_audio_received_seconds_total", door="rest") for r in cluster.replicas]
+    handled_before = [replica_metric(r, "hearline_audio_received_seconds_total", door="rest") for r in cluster.replicas]
     response = transcribe_rest(cluster.url, "en_fw_jfk")
     assert response.status_code == 200, response.text
     text = response.json()["text"]
     assert wer(clip("en_fw_jfk").text, text) <= 0.35, text  # measured: 0.23 (PocketSphinx, whole clip)
-    handled_after = [metric(r, "hearline_audio_received_seconds_total", door="rest") for r in cluster.replicas]
+    handled_after = [replica_metric(r, "hearline_audio_received_seconds_total", door="rest") for r in cluster.replicas]
     # exactly one replica decoded the upload (about 11 s of audio)
     grew = [after - before for before, after in zip(handled_before, handled_after, strict=True) if after > before]
     assert len(grew) == 1 and grew[0] > 10, (handled_before, handled_after)
@@ -292,7 +270,7 @@ async def test_live_sessions_spread_over_replicas_by_least_connections(cluster: 
         assert sum(counts) == len(SESSION_CLIPS), counts
         assert all(count >= 1 for count in counts), counts  # least-connections: 2 / 2 / 2
         texts = await asyncio.gather(
-            *(finish_stt(ws, pcm_of(clip_id)) for ws, clip_id in zip(sessions, SESSION_CLIPS, strict=True))
+            *(finish_stt(ws, pcm16(clip_id)) for ws, clip_id in zip(sessions, SESSION_CLIPS, strict=True))
         )
     finally:
         for ws in sessions:
@@ -304,21 +282,22 @@ async def test_live_sessions_spread_over_replicas_by_least_connections(cluster: 
 
 
 async def test_sigterm_drains_one_replica_while_the_others_keep_serving(cluster: Cluster) -> None:
-    await asyncio.to_thread(wait_until, lambda: all(open_stt(r) == 0 for r in cluster.replicas), "sessions closed")
-    pcm = pcm_of("en_fw_jfk")[: 6 * 32000]  # "... ask not what your country can do for you": mid-sentence
+    await asyncio.to_thread(eventually, lambda: all(open_stt(r) == 0 for r in cluster.replicas), 60, "sessions closed")
+    pcm = pcm16("en_fw_jfk")[: 6 * 32000]  # "... ask not what your country can do for you": mid-sentence
     ws = await start_stt(cluster.ws_url)
     try:
         counts = await asyncio.to_thread(lambda: [open_stt(r) for r in cluster.replicas])
         assert sorted(counts) == [0, 0, 1], counts
         victim = cluster.replicas[counts.index(1)]
         others = [r for r in cluster.replicas if r is not victim]
-        received = await asyncio.to_thread(metric, victim, "hearline_audio_received_seconds_total", door="stt")
+        received = await asyncio.to_thread(replica_metric, victim, "hearline_audio_received_seconds_total", door="stt")
         for offset in range(0, len(pcm), CHUNK):
             await ws.send(pcm[offset : offset + CHUNK])
             await asyncio.sleep(0.005)
         await asyncio.to_thread(
-            wait_until,
-            lambda: metric(victim, "hearline_audio_received_seconds_total", door="stt") >= received + 5.99,
+            eventually,
+            lambda: replica_metric(victim, "hearline_audio_received_seconds_total", door="stt") >= received + 5.99,
+            60,
             "the victim received the audio",
         )
 
@@ -367,14 +346,18 @@ async def test_sigterm_drains_one_replica_while_the_others_keep_serving(cluster:
     await asyncio.to_thread(cluster.wait_status, {victim.name: "DOWN", **{r.name: "UP" for r in others}})
 
     # New work through the load balancer keeps succeeding, on the two replicas left.
-    opened_before = await asyncio.to_thread(lambda: [metric(r, "hearline_live_sessions_opened_total") for r in others])
+    opened_before = await asyncio.to_thread(
+        lambda: [replica_metric(r, "hearline_live_sessions_opened_total") for r in others]
+    )
     texts = []
     for clip_id in SESSION_CLIPS[:4]:
         session = await start_stt(cluster.ws_url)
-        texts.append(await finish_stt(session, pcm_of(clip_id)))
+        texts.append(await finish_stt(session, pcm16(clip_id)))
     for clip_id, got in zip(SESSION_CLIPS[:4], texts, strict=True):
         assert got and wer(clip(clip_id).text, got) <= 0.7, (clip_id, got)
-    opened_after = await asyncio.to_thread(lambda: [metric(r, "hearline_live_sessions_opened_total") for r in others])
+    opened_after = await asyncio.to_thread(
+        lambda: [replica_metric(r, "hearline_live_sessions_opened_total") for r in others]
+    )
     assert sum(opened_after) - sum(opened_before) == 4, (opened_before, opened_after)
     response = await asyncio.to_thread(transcribe_rest, cluster.url, "en_pocketsphinx_goforward")
     assert response.status_code == 200, response.text

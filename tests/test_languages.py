@@ -12,7 +12,9 @@ import pytest
 from hearline import languages
 from hearline.config import Settings
 from hearline.server.app import create_app
-from tests.helpers import AUDIO_DIR, PulseDaemon, ServerThread
+from tests.helpers.corpus import AUDIO_DIR
+from tests.helpers.pulse import PulseDaemon
+from tests.helpers.server import ServerThread
 
 SEED = next((AUDIO_DIR.parent / "seeds").glob("000_*.txt"))
 FIELDS = ("code", "name", "displayName", "whisperCode", "whisperPrompt", "bingCode", "googleCode")
@@ -47,8 +49,9 @@ def test_mappings() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_whisper_dir: Path) -> Iterator[ServerThread]:
-    pulse = PulseDaemon(tmp_path_factory.mktemp("pulse"))
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_whisper_dir: Path, pulse: PulseDaemon
+) -> Iterator[ServerThread]:
     settings = Settings.load(
         model_dir=tmp_path_factory.mktemp("models"),
         pulse_server=pulse.server,
@@ -60,7 +63,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_whisper_dir: Path) -> 
     finally:
         httpx.get(srv.url + "/stop", timeout=60)
         srv.stop()
-        pulse.stop()
 
 
 def test_languages_endpoint_answers_for_the_model_in_use(server: ServerThread, tiny_whisper_dir: Path) -> None:

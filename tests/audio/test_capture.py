@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 
 from hearline.audio import capture
-from tests.helpers import PulseDaemon, clip
+from tests.helpers.corpus import clip
+from tests.helpers.pulse import PulseDaemon
 
 pytestmark = pytest.mark.audio_device
-
-
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseDaemon]:
-    daemon = PulseDaemon(tmp_path_factory.mktemp("pulse"))
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture

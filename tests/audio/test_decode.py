@@ -24,7 +24,8 @@ from hearline.audio.decode import (
     to_mono_float,
 )
 from hearline.audio.raw_stream import RawStream
-from tests.helpers import clip, header_only
+from tests.helpers.corpus import clip
+from tests.helpers.media import header_only
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 

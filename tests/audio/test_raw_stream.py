@@ -9,7 +9,7 @@ import pytest
 
 from hearline.audio.decode import AudioDecodeError, decode_audio, to_mono_float
 from hearline.audio.raw_stream import RawStream, is_wav_start, parse_wav_header
-from tests.helpers import clip
+from tests.helpers.corpus import clip
 
 
 def test_frames_split_anywhere_decode_as_whole() -> None:

@@ -19,8 +19,8 @@ import pytest
 
 from hearline.audio.decode import decode_audio
 from hearline.audio.stream import StreamDecodeError, StreamDecoder
-from tests.helpers import clip
-from tests.media import FRAGMENTED, browser_chunks, browser_webm, encode_opus, safari_mp4
+from tests.helpers.corpus import clip
+from tests.helpers.media import FRAGMENTED, browser_chunks, browser_webm, encode_opus, safari_mp4
 
 
 def _decode_chunks(chunks: list[bytes]) -> tuple[np.ndarray, StreamDecoder]:

@@ -8,7 +8,7 @@ import onnxruntime
 from hearline.audio.decode import decode_audio
 from hearline.audio.vad import WINDOW, VADStream, model_path, speech_probabilities, speech_regions
 from hearline.live.segmenter import Audio, Begin, End, Pause, Resume, Segmenter
-from tests.helpers import clip
+from tests.helpers.corpus import clip
 
 
 def test_model_ships_in_the_wheel_with_the_expected_signature() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from hearline.audio.decode import decode_audio
 from hearline.config import Settings
-from tests.helpers import clip
-from tests.tiny_sherpa import build_sense_voice, build_streaming_zipformer2
+from tests.helpers.corpus import clip
+from tests.helpers.tiny_sherpa import build_sense_voice, build_streaming_zipformer2
 
 
 @pytest.fixture(scope="module")

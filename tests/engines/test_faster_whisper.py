@@ -1,6 +1,6 @@
 """The faster-whisper engine on the real Whisper models of ``hearline[whisper]`` (base, tiny.en), plus a tiny
-random-weight model in CTranslate2's real format (tests/tiny_whisper.py) for what only a model on disk of our own
-making can show: local-path resolution, ``hearline.json`` defaults, incomplete directories, downloads.
+random-weight model in CTranslate2's real format (tests/helpers/tiny_whisper.py) for what only a model on disk of
+our own making can show: local-path resolution, ``hearline.json`` defaults, incomplete directories, downloads.
 
 Word-level bounds: WER of JFK's sentence, measured 0.0 (base and tiny.en) with
 ``python -m pytest tests/engines/test_faster_whisper.py``.
@@ -33,8 +33,9 @@ from hearline.engines.base import (
 )
 from hearline.engines.faster_whisper import FALLBACK_TEMPERATURES, FasterWhisperEngine, locate_model
 from hearline.models.resolve import FASTER_WHISPER, ModelSpec, load_engine, resolve_model
-from tests.helpers import clip, normalize, running_server, wer
-from tests.tiny_whisper import HEARLINE_DEFAULTS
+from tests.helpers.corpus import clip, normalize, wer
+from tests.helpers.server import running_server
+from tests.helpers.tiny_whisper import HEARLINE_DEFAULTS
 
 JFK = clip("en_fw_jfk")
 

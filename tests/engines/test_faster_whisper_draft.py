@@ -21,7 +21,7 @@ from hearline.engines.base import TranscribeOptions, WindowRequest
 from hearline.engines.faster_whisper import FasterWhisperEngine
 from hearline.engines.faster_whisper.draft import DRAFT_PAD_FRAMES, draft_tokens, encoded_frames
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import clip, wer
+from tests.helpers.corpus import clip, wer
 
 ENGLISH = ["en_fw_jfk", "en_ljspeech_LJ001-0001", "en_librivox_sense_and_sensibility_01_0880"]
 PARTIAL = TranscribeOptions(language="en", beam_size=1, fallback=False, word_timestamps=True, vad_filter=False)

@@ -27,7 +27,7 @@ from hearline.config import Settings
 from hearline.engines.base import SAMPLE_RATE, WINDOW_SAMPLES, TranscribeOptions, Transcript, WindowRequest
 from hearline.engines.faster_whisper import FasterWhisperEngine
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import clip, english_dictionary, normalize, wer
+from tests.helpers.corpus import clip, english_dictionary, normalize, wer
 
 ENGLISH = [
     "en_fw_jfk",

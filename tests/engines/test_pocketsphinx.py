@@ -22,7 +22,9 @@ from hearline.engines.base import TranscribeOptions
 from hearline.engines.pocketsphinx.engine import DecoderProcess, PocketSphinxEngine
 from hearline.live.policies import NativePolicy
 from hearline.models.pool import ModelPool
-from tests.helpers import clip, pcm16, running_server
+from tests.helpers.corpus import clip, pcm16
+from tests.helpers.polling import until
+from tests.helpers.server import running_server
 
 
 @pytest.fixture
@@ -92,8 +94,7 @@ async def test_a_live_session_survives_its_decoder_being_killed(tmp_path: Path) 
             assert json.loads(await ws.recv())["type"] == "connected"
             await ws.send(json.dumps({"command": "start"}))
             await ws.send(pcm[: len(pcm) // 2])
-            while engine.leases_in_use == 0:  # the utterance has leased its decoder
-                await asyncio.sleep(0.01)
+            await until(lambda: engine.leases_in_use > 0, what="the utterance to lease its decoder")
             for worker in list(engine._workers):
                 worker.process.send_signal(signal.SIGKILL)
             await ws.send(pcm[len(pcm) // 2 :])

@@ -1,6 +1,6 @@
 """The sherpa-onnx engine on tiny random-weight models written in sherpa-onnx's real file format.
 
-The models are built by ``tests/tiny_sherpa.py`` (ONNX graphs with the metadata sherpa-onnx reads), so
+The models are built by ``tests/helpers/tiny_sherpa/`` (ONNX graphs with the metadata sherpa-onnx reads), so
 everything from file discovery through sherpa-onnx's own feature extraction, decoding and result
 objects runs for real.  Weights are random: tests assert plumbing, never words.
 """
@@ -27,7 +27,7 @@ from hearline.engines.base import (
 )
 from hearline.models.resolve import SHERPA_ONNX, ModelSpec, load_engine, resolve_model
 from tests.engines.timeline import assert_timeline
-from tests.tiny_sherpa import (
+from tests.helpers.tiny_sherpa import (
     WHISPER_LANGUAGES,
     build_offline_transducer,
     build_paraformer,

@@ -1,6 +1,6 @@
 """sherpa-onnx's streaming (online) transducer: native partials, the live pipeline, refused options.
 
-Tiny random-weight models in sherpa-onnx's real file format (``tests/tiny_sherpa``): tests assert
+Tiny random-weight models in sherpa-onnx's real file format (``tests/helpers/tiny_sherpa``): tests assert
 plumbing, never words.
 """
 
@@ -22,6 +22,7 @@ from hearline.live.session import Final, LiveOptions, LiveSession, Partial
 from hearline.models.pool import ModelPool
 from hearline.models.resolve import SHERPA_ONNX, ModelSpec, load_engine, resolve_model
 from tests.engines.timeline import assert_timeline
+from tests.helpers.polling import until
 
 # ----------------------------------------------------------------------- streaming (online) transducer
 
@@ -128,10 +129,7 @@ async def test_live_session_uses_native_streaming_partials(zipformer_dir: Path, 
         half = speech.size // 2
         for start in range(0, half, chunk):
             await session.push(speech[start : min(start + chunk, half)], SAMPLE_RATE)
-        for _ in range(1200):  # a guard against hanging, not a timing assertion
-            if any(isinstance(e, Partial) for e in events):
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: any(isinstance(e, Partial) for e in events), 60, "a partial")
         for start in range(half, speech.size, chunk):
             await session.push(speech[start : start + chunk], SAMPLE_RATE)
         await session.flush()

@@ -1,4 +1,4 @@
-"""The whisper.cpp engine on a tiny random-weight ggml Whisper file written by ``tests/tiny_ggml.py``.
+"""The whisper.cpp engine on a tiny random-weight ggml Whisper file written by ``tests/helpers/tiny_ggml.py``.
 
 pywhispercpp loads the file through whisper.cpp's real ``whisper_model_load`` and decodes real speech
 with it; weights are random, so tests assert plumbing (paths, options, times, errors), not words.
@@ -24,7 +24,7 @@ from hearline.engines.base import (
 from hearline.engines.whisper_cpp import WhisperCppEngine, read_header
 from hearline.models.resolve import WHISPER_CPP, ModelSpec, load_engine, resolve_model
 from tests.engines.timeline import assert_timeline
-from tests.tiny_ggml import GGML_MAGIC, build_ggml_whisper
+from tests.helpers.tiny_ggml import GGML_MAGIC, build_ggml_whisper
 
 
 @pytest.fixture(scope="module")

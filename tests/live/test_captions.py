@@ -10,7 +10,6 @@ correlates 0.92 with the file).  Bounds leave room for scheduling noise on a sha
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +21,12 @@ import pytest
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.captions import get_service, standalone_app
-from tests.doors import SSEClient
-from tests.helpers import (
-    PulseDaemon,
-    ServerThread,
-    clip,
-    english_dictionary,
-    eventually,
-    metric,
-    normalize,
-    scrape,
-    wer,
-)
+from tests.helpers.corpus import clip, english_dictionary, normalize, wer
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.pulse import PulseDaemon
+from tests.helpers.server import ServerThread
+from tests.helpers.sse import SSEClient
 
 pytestmark = pytest.mark.audio_device
 
@@ -44,24 +37,8 @@ MIC_WER_BOUND = 0.25  # measured 0.071
 WAIT_S = 120.0  # generous deadline for things that must eventually happen (never an assertion on time)
 
 
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseDaemon]:
-    daemon = PulseDaemon(tmp_path_factory.mktemp("pulse"))
-    silence = daemon.dir / "silence.wav"
-    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(silence), "trim", "0", "1.0"], check=True)
-    daemon.silence = silence  # type: ignore[attr-defined]
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-
-
 def play(pulse: PulseDaemon, clip_id: str, sink: str | None = None) -> None:
-    """Play one second of silence (a null sink drops the start of its first stream), then the clip."""
-    for path in (pulse.silence, clip(clip_id).path):  # type: ignore[attr-defined]
-        proc = pulse.play(path, sink)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+    pulse.play_to_the_end(clip(clip_id).path, sink)
 
 
 @pytest.fixture(scope="module")

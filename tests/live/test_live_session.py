@@ -18,7 +18,8 @@ from hearline.live.policies import NativePolicy
 from hearline.live.session import Final, LiveOptions, LiveSession, Partial, SpeechStarted
 from hearline.models.pool import ModelPool
 from hearline.models.scheduler import Work
-from tests.helpers import clip, wer
+from tests.helpers.corpus import clip, wer
+from tests.helpers.polling import until
 
 
 @pytest.fixture
@@ -231,7 +232,7 @@ async def test_close_mid_utterance_leaves_nothing_behind(pool: ModelPool) -> Non
         # Speech onset is at 0.3 s: 1.5 s leaves an utterance open with a decoder leased.
         for i in range(0, 16000 * 3 // 2, 1600):
             await session.push(audio[i : i + 1600])
-        for _ in range(100):
+        for _ in range(100):  # a partial is likely by 5 s; the close must leave nothing behind either way
             if any(isinstance(e, Partial) for e in reader_events):
                 break
             await asyncio.sleep(0.05)
@@ -349,9 +350,7 @@ async def test_partials_pass_over_audio_while_every_batch_slot_is_busy(pool: Mod
             await session.push(audio[i : i + 1600])
         # All of it, but for the samples short of a VAD window or of a partial step.
         passed_over = audio.size - 512 - NativePolicy.batch_samples
-        deadline = time.monotonic() + 20
-        while session.partial_skipped < passed_over and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: session.partial_skipped >= passed_over, 20, "the audio passed over")
         assert session.partial_skipped >= passed_over
         assert not any(isinstance(e, Partial) and e.text for e in events)
         assert not finals(events)  # the final pass waits for a batch slot

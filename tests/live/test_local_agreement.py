@@ -18,7 +18,7 @@ from hearline.config import Settings
 from hearline.engines.base import SAMPLE_RATE, Engine, TranscribeOptions
 from hearline.live.local_agreement import LocalAgreementPolicy
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import clip, normalize
+from tests.helpers.corpus import clip, normalize
 
 START_S = 5.0  # the utterance begins five seconds into the session
 STEP_S = 0.5

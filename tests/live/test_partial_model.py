@@ -20,7 +20,7 @@ from hearline.live.partial_model import partial_engine, unfit_reason
 from hearline.live.session import LiveOptions, LiveSession
 from hearline.metrics import Metrics
 from hearline.models.pool import ModelPool
-from tests.helpers import clip, wer
+from tests.helpers.corpus import clip, wer
 
 CLIPS = ("en_fw_jfk", "en_ljspeech_LJ001-0005")
 

@@ -24,7 +24,7 @@ from hearline.live.session import LiveOptions, LiveSession
 from hearline.live.session_state import THIN_PARTIAL_S
 from hearline.models.pool import ModelPool
 from hearline.models.scheduler import Work
-from tests.helpers import clip
+from tests.helpers.corpus import clip
 
 CHUNK = SAMPLE_RATE // 10
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,11 @@ from hearline.live.translate import (
 )
 from hearline.models.pool import ModelPool
 from hearline.server.app import create_app
-from tests.doors import SSEClient
-from tests.helpers import PulseDaemon, ServerThread, clip
+from tests.helpers.corpus import clip
+from tests.helpers.polling import until
+from tests.helpers.pulse import PulseDaemon
+from tests.helpers.server import ServerThread
+from tests.helpers.sse import SSEClient
 
 WORDS = ("hello", "world", "good", "morning", "how", "are", "you", "thank", "very", "much", "the", "of", "and")
 LANG_TOKENS = ["eng_Latn", "deu_Latn", "fra_Latn", "zho_Hans"]
@@ -217,10 +219,7 @@ async def test_worker_keeps_order_reports_failures_and_never_blocks(fake: FakeTr
         skipped = [worker.submit(request(i, f"caption {i}")) for i in range(1, 6)]  # returns at once
         # The queue holds 3: while nothing ran yet, submitting 5 skipped the two oldest still queued.
         assert [s.caption_id for s in skipped if s is not None] == [1, 2]
-        for _ in range(200):
-            if len(published) == 3:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: len(published) == 3, 10, "three results")
         assert [(type(e), e.caption_id) for e in published] == [
             (TranslationFailure, 3), (Translation, 4), (Translation, 5),
         ]  # fmt: skip
@@ -247,21 +246,8 @@ def test_translator_choice(tiny_mt: Path, tmp_path: Path) -> None:
 
 
 # -- end to end: speech in, captions and their translations out over SSE ----------------------------
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseDaemon]:
-    daemon = PulseDaemon(tmp_path_factory.mktemp("pulse"))
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-
-
 def play(pulse: PulseDaemon, clip_id: str) -> None:
-    silence = pulse.dir / "silence.wav"
-    if not silence.exists():
-        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(silence), "trim", "0", "1.0"], check=True)
-    for path in (silence, clip(clip_id).path):
-        assert pulse.play(path).wait(timeout=120) == 0
+    pulse.play_to_the_end(clip(clip_id).path)
 
 
 def captions_with_translations(

@@ -23,9 +23,11 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
-from tests.doors import concatenated_wav, final_text, updates_of
-from tests.helpers import ServerThread, clip, english_dictionary, normalize, scrape, wer
-from tests.media import browser_chunks, browser_webm
+from tests.helpers.corpus import clip, english_dictionary, normalize, wer
+from tests.helpers.doors import concatenated_wav, final_text, updates_of
+from tests.helpers.media import browser_chunks, browser_webm
+from tests.helpers.metrics import scrape
+from tests.helpers.server import ServerThread
 
 TWO_CLIPS = ("en_fw_jfk", "en_ljspeech_LJ001-0005")
 PROBES = ("silence", "hum", "noise", "music", "clicks")

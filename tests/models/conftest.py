@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from hearline.models.resolve import ENGINE_MODULES
-from tests.fileserver import FileServer, file_server
+from tests.helpers.fileserver import FileServer, file_server
 from tests.models.fake_engine import LOADS
 
 
@@ -25,6 +25,6 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def server() -> Iterator[FileServer]:
-    """A loopback file server that logs every request (tests/fileserver.py)."""
+    """A loopback file server that logs every request (tests/helpers/fileserver.py)."""
     with file_server() as srv:
         yield srv

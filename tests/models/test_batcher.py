@@ -7,11 +7,11 @@ in tests/engines/test_faster_whisper_windows.py, and through live sessions in te
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 
 from hearline.models.scheduler import Batcher, Work, current_work, run_as
+from tests.helpers.polling import eventually
 
 
 class _Recorder:
@@ -50,15 +50,6 @@ def _submit_all(
     return results, threads
 
 
-def _wait_until(condition: Callable[[], bool]) -> None:
-    done = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        done.wait(0.01)
-    raise AssertionError("condition not reached")
-
-
 def test_waiting_requests_share_one_call_in_batch_order() -> None:
     run = _Recorder()
     run.release.clear()
@@ -68,7 +59,7 @@ def test_waiting_requests_share_one_call_in_batch_order() -> None:
     results, more = _submit_all(
         batcher, [("a1", Work.PARTIAL), ("a2", Work.FINAL), ("a3", Work.SPECULATIVE_FINAL), ("b1", Work.PARTIAL)]
     )
-    _wait_until(lambda: len(batcher._pending) == 4)
+    eventually(lambda: len(batcher._pending) == 4)
     run.release.set()
     for thread in threads + more:
         thread.join(30)
@@ -87,7 +78,7 @@ def test_batch_size_bounds_a_call() -> None:
     _, threads = _submit_all(batcher, [("x", Work.FINAL)])
     assert run.entered.wait(30)
     _, more = _submit_all(batcher, [(f"r{i}", Work.FINAL) for i in range(5)])
-    _wait_until(lambda: len(batcher._pending) == 5)
+    eventually(lambda: len(batcher._pending) == 5)
     run.release.set()
     for thread in threads + more:
         thread.join(30)
@@ -100,7 +91,7 @@ def test_a_batch_waits_for_admitted_jobs_that_have_not_submitted_yet() -> None:
     busy = [3]  # three jobs admitted: the batch waits (bounded) for the two that are still on their way
     batcher: Batcher[str, str] = Batcher(run, key=lambda r: "k", size=8, wait_s=30.0, busy=lambda: busy[0])
     results, threads = _submit_all(batcher, [("p0", Work.PARTIAL)])
-    _wait_until(lambda: len(batcher._pending) == 1)
+    eventually(lambda: len(batcher._pending) == 1)
     more_results, more = _submit_all(batcher, [("p1", Work.PARTIAL), ("p2", Work.PARTIAL)])
     for thread in threads + more:
         thread.join(30)
@@ -116,9 +107,9 @@ def test_a_thread_whose_batch_another_thread_took_goes_back_to_waiting() -> None
     first, threads = _submit_all(batcher, [("x", Work.FINAL)])
     assert run.entered.wait(30)  # thread 0 is inside a call; thread 1 starts for a and waits for a partner
     results, more = _submit_all(batcher, [("a0", Work.PARTIAL)])
-    _wait_until(lambda: len(batcher._threads) == 2)
+    eventually(lambda: len(batcher._threads) == 2)
     run.release.set()  # thread 0 comes back and waits for a partner to a0 too
-    _wait_until(lambda: first == {"x": "X"})
+    eventually(lambda: first == {"x": "X"})
     late, last = _submit_all(batcher, [("a1", Work.PARTIAL)])  # one thread takes both; the other finds nothing
     for thread in threads + more + last:
         thread.join(30)
@@ -144,7 +135,7 @@ def test_a_failing_request_fails_alone() -> None:
     _, threads = _submit_all(batcher, [("x", Work.FINAL)])
     assert run.entered.wait(30)
     results, more = _submit_all(batcher, [("good", Work.FINAL), ("bad", Work.FINAL), ("fine", Work.PARTIAL)])
-    _wait_until(lambda: len(batcher._pending) == 3)
+    eventually(lambda: len(batcher._pending) == 3)
     run.release.set()
     for thread in threads + more:
         thread.join(30)

@@ -33,8 +33,9 @@ from hearline.models.resolve import (
     resolve_model,
 )
 from hearline.server.app import create_app
-from tests.fileserver import hub_server
-from tests.helpers import ServerThread, clip, running_server
+from tests.helpers.corpus import clip
+from tests.helpers.fileserver import hub_server
+from tests.helpers.server import ServerThread, running_server
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 #: the bundled PocketSphinx model as a directory path (what an operator may pass as --model)

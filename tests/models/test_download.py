@@ -1,7 +1,7 @@
 """Downloads against a local HTTP server: verify, resume, refuse offline, lock, install atomically.
 
 Hub snapshots (faster-whisper) run through the real ``huggingface_hub.snapshot_download`` against
-``tests.fileserver.HubServer``, a loopback stand-in for the hub and its LFS CDN serving the tiny
+``tests.helpers.fileserver.HubServer``, a loopback stand-in for the hub and its LFS CDN serving the tiny
 CTranslate2 model the faster-whisper tests build.
 """
 
@@ -26,7 +26,7 @@ from hearline.models.download import (
 )
 from hearline.models.registry import all_entries
 from hearline.models.resolve import load_engine, resolve_model
-from tests.fileserver import (
+from tests.helpers.fileserver import (
     FileServer,
     GitHubServer,
     github_server,

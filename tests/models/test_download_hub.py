@@ -21,11 +21,11 @@ from hearline.models.download import (
 )
 from hearline.models.registry import all_entries
 from hearline.models.resolve import FASTER_WHISPER, hub_entry, load_engine, resolve_model
-from tests.fileserver import (
+from tests.helpers.corpus import clip
+from tests.helpers.fileserver import (
     HubServer,
     hub_server,
 )
-from tests.helpers import clip
 from tests.models.downloads import leftovers, settings_with
 
 pytestmark = pytest.mark.usefixtures("online")  # tests/models/conftest.py: only the loopback hub

@@ -15,8 +15,10 @@ import pytest
 from hearline.models import download
 from hearline.models.download.space import InsufficientSpace, free_bytes
 from hearline.models.registry import all_entries
-from tests.fileserver import FileServer
-from tests.helpers import eventually, metric, running_server, scrape
+from tests.helpers.fileserver import FileServer
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.server import running_server
 from tests.models.downloads import settings_with
 
 PAYLOAD = os.urandom(600_000)  # ten 64 KiB chunks: with a delay per chunk a transfer takes a while

@@ -18,7 +18,8 @@ from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
 from hearline.models.heap import HeapTrimmer, trim_heap
 from hearline.models.pool import ModelPool
-from tests.helpers import clip
+from tests.helpers.corpus import clip
+from tests.helpers.polling import until
 
 
 def _rss_mb() -> float:
@@ -62,10 +63,7 @@ async def test_the_pool_trims_once_after_its_work_and_never_during_it(tmp_path: 
         assert pool.heap.trims == 0
         release.set()
         await holding
-        for _ in range(200):  # a deadline, not a timing assertion
-            if pool.heap.trims:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: pool.heap.trims > 0, 10, "a trim")
         assert pool.heap.trims == 1
         await asyncio.sleep(1.0)
         assert pool.heap.trims == 1  # one trim per quiet spell, not one per period

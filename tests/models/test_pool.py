@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ from hearline.engines.base import TranscribeOptions, Transcript
 from hearline.models.download import ModelNotInstalled, ModelUnavailable
 from hearline.models.pool import ModelPool
 from hearline.models.resolve import UnknownModel
-from tests.fileserver import file_server, hub_server, tar_directory
+from tests.helpers.fileserver import file_server, hub_server, tar_directory
+from tests.helpers.polling import until
 from tests.models.fake_engine import LOADS, fake_settings
 
 
@@ -69,9 +69,7 @@ async def test_idle_models_are_unloaded_but_not_the_default(tmp_path: Path) -> N
     try:
         await pool.get(None)
         engine = await pool.get("a")
-        deadline = time.monotonic() + 30
-        while "a" in pool.loaded() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: "a" not in pool.loaded(), 30, "the idle model unloaded")
         assert pool.loaded() == ["pocketsphinx"] and engine.closed
         await pool.get("a")
         assert LOADS == {"a": 2}
@@ -100,7 +98,7 @@ async def test_missing_model_offline_is_refused_without_network(tmp_path: Path) 
 async def test_auto_download_on_first_use_loads_real_sherpa_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.tiny_sherpa import build_sense_voice
+    from tests.helpers.tiny_sherpa import build_sense_voice
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     subdir = "sherpa-onnx-tiny-sense-voice"

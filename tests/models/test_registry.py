@@ -13,7 +13,7 @@ from hearline.config import Settings
 from hearline.models.cli import import_model
 from hearline.models.registry import RegistryError, all_entries, load_registry
 from hearline.models.resolve import resolve_model
-from tests.fileserver import make_tar_bz2
+from tests.helpers.fileserver import make_tar_bz2
 
 # seed 001, "注册表格式", verbatim
 SEED_001_REGISTRY = """\

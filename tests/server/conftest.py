@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.browser_helpers import TRANSCRIPT_OBSERVER, Console, launch, to_48k_wav
-from tests.helpers import clip
+from tests.helpers.browser import TRANSCRIPT_OBSERVER, Console, launch, to_48k_wav
+from tests.helpers.corpus import clip
 
 MIC_CLIP = clip("en_ljspeech_LJ001-0001")
 

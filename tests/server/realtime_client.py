@@ -12,7 +12,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
-from tests.helpers import clip
+from tests.helpers.corpus import clip
 
 PATH = "/v1/realtime?intent=transcription"
 LOGPROBS = "item.input_audio_transcription.logprobs"

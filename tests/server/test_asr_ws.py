@@ -24,7 +24,8 @@ from websockets.asyncio.client import connect
 from hearline.config import Settings
 from hearline.server.asr_ws import apply_diff
 from hearline.server.live_socket import connections
-from tests.doors import (
+from tests.helpers.corpus import clip, wer
+from tests.helpers.doors import (
     ASR_UPDATE_KEYS,
     check_full_mode_shape,
     concatenated_wav,
@@ -33,8 +34,10 @@ from tests.doors import (
     updates_of,
     webm_chunks,
 )
-from tests.helpers import ServerThread, clip, running_server, wer
-from tests.media import browser_chunks, browser_webm, safari_mp4
+from tests.helpers.leaks import POOL_THREADS, server_tasks, threads_outside_the_pools
+from tests.helpers.media import browser_chunks, browser_webm, safari_mp4
+from tests.helpers.polling import until
+from tests.helpers.server import ServerThread, running_server
 
 # ---------------------------------------------------------------------------------------------------------
 # through a real server
@@ -282,18 +285,18 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
 
     await vanish()  # warm-up: lazily created worker threads exist from here on
     await _until_no_connections(server)
-    threads = _threads_outside_the_pools()
-    tasks = _server_tasks(server)
+    threads = threads_outside_the_pools()
+    tasks = server_tasks(server)
     for _ in range(3):
         await vanish()
     await _until_no_connections(server)
-    assert _threads_outside_the_pools() <= threads
+    assert threads_outside_the_pools() <= threads
     # the pool's executors start workers lazily, up to their bound
     settings = server.config.app.state.settings
     limit = settings.workers * settings.batch_size
     for prefix in POOL_THREADS:
         assert sum(t.name.startswith(prefix) for t in threading.enumerate()) <= limit, prefix
-    after = _server_tasks(server)
+    after = server_tasks(server)
     assert len(after) <= len(tasks)
     assert not [name for name in after if name.startswith(("live-", "hearline-translate"))]
     # and the server still serves
@@ -302,34 +305,10 @@ async def test_client_vanishing_mid_utterance_leaks_nothing(server: ServerThread
     await _until_no_connections(server)
 
 
-POOL_THREADS = ("hearline-infer", "hearline-live")
-# The loops' default executors (asyncio.to_thread, getaddrinfo): bounded by the standard library, and named
-# alike for every loop in this process (each server fixture runs one), so not counted here.
-LOOP_THREADS = ("uvloop_", "asyncio_")
-
-
-def _threads_outside_the_pools() -> set[str]:
-    return {t.name for t in threading.enumerate() if not t.name.startswith(POOL_THREADS + LOOP_THREADS)}
-
-
-def _server_tasks(server: ServerThread) -> list[str]:
-    """Names of the tasks alive on the server's event loop (asked from inside that loop)."""
-    loop = server.server.servers[0].get_loop()
-
-    async def names() -> list[str]:
-        return [task.get_name() for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-
-    return asyncio.run_coroutine_threadsafe(names(), loop).result(timeout=30)
-
-
 async def _until_no_connections(server: ServerThread) -> None:
     """Connections close asynchronously after the TCP reset; wait (bounded) until all are cleaned up."""
     open_now = connections(server.config.app.state, "asr")
-    for _ in range(600):
-        if not open_now:
-            return
-        await asyncio.sleep(0.1)
-    assert not open_now
+    await until(lambda: not open_now, what="every /asr connection closed")
 
 
 BROWSER_SESSION_JS = """async ([url, ms, endFirst]) => {

@@ -19,8 +19,9 @@ from websockets.asyncio.client import connect
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
 from hearline.server.asr_ws import apply_diff
-from tests.doors import check_full_mode_shape, final_text, run_session
-from tests.helpers import ServerThread, clip, running_server, wer
+from tests.helpers.corpus import clip, wer
+from tests.helpers.doors import check_full_mode_shape, final_text, run_session
+from tests.helpers.server import ServerThread, running_server
 
 
 def pcm_chunks(clip_id: str, chunk_s: float = 0.25) -> list[bytes]:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from hearline.config import Settings
-from tests.helpers import ServerThread, eventually, running_server
+from tests.helpers.polling import eventually
+from tests.helpers.server import ServerThread, running_server
 
 
 @pytest.mark.parametrize(

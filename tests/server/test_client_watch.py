@@ -16,7 +16,10 @@ import pytest
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.engines.base import SAMPLE_RATE
-from tests.helpers import ServerThread, clip, english_clips, eventually, metric, scrape
+from tests.helpers.corpus import clip, english_clips
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.server import ServerThread
 
 LONG_SECONDS = 600
 ENDPOINT = "/v1/audio/transcriptions"

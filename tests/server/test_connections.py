@@ -20,7 +20,8 @@ from websockets.exceptions import InvalidStatus
 from hearline.config import Settings
 from hearline.server import run
 from hearline.server.connections import CONNECTIONS_RETRY_S
-from tests.helpers import free_port, pcm16, serving
+from tests.helpers.corpus import pcm16
+from tests.helpers.server import free_port, serving, wait_healthy
 
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 6
@@ -39,9 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with serving(run.build_servers(settings)):
         base = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while httpx.get(f"http://{base}/health").json()["status"] != "ok" and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_healthy(f"http://{base}")
         yield base
 
 

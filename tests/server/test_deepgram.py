@@ -17,7 +17,8 @@ from deepgram.environment import DeepgramClientEnvironment
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
-from tests.helpers import ServerThread, clip, normalize, running_server, wer
+from tests.helpers.corpus import clip, normalize, wer
+from tests.helpers.server import ServerThread, running_server
 
 CLIP = "en_fw_jfk"
 TIMEOUT = 240

@@ -8,19 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
 from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
 from hearline.server.drain import drain
-from tests.helpers import clip, free_port, normalize, running_server, wer
+from tests.helpers.corpus import clip, normalize, wer
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.server import free_port, running_server, wait_spawned
 
 CLIP = "en_fw_jfk"
 SENT_S = 6.0  # "... ask not what your country can do for you": mid-sentence, no pause after it yet
@@ -31,34 +32,25 @@ def start_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "hearline.cli", "serve", "--port", str(port), "--model", "pocketsphinx",
                "--model-dir", str(tmp_path / "models"), "--drain-timeout", "20"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("server did not become ready")
+    try:
+        wait_spawned(process, f"http://127.0.0.1:{port}/ready")
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def wait_for_audio(port: int, seconds: dict[str, float]) -> None:
     """Until /metrics counts at least ``seconds`` of audio received per door."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        got = {
-            sample.labels["door"]: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "hearline_audio_received_seconds_total"
-        }
-        if all(got.get(door, 0.0) >= need - 0.01 for door, need in seconds.items()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the server did not receive the audio: {seconds}")
+
+    def received() -> bool:
+        samples = scrape(f"http://127.0.0.1:{port}")
+        return all(
+            metric(samples, "hearline_audio_received_seconds_total", door=door) >= need - 0.01
+            for door, need in seconds.items()
+        )
+
+    eventually(received, timeout=60, what=f"the server to receive the audio: {seconds}")
 
 
 async def _until(ws: websockets.ClientConnection, kind: str):  # type: ignore[no-untyped-def]

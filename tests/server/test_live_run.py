@@ -20,7 +20,7 @@ from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
 from hearline.server.live_run import EventSink, LiveRun, deliver, forward
 from hearline.server.live_socket import SessionLimit, StartFailure, start_failure
-from tests.helpers import clip
+from tests.helpers.corpus import clip
 
 
 class Recorder(EventSink):

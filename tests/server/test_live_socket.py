@@ -18,8 +18,9 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hearline.server.live_socket import MAX_AUDIO_FRAME_BYTES, SocketSender
-from tests.doors import run_session, updates_of, webm_chunks
-from tests.helpers import ServerThread, pcm16
+from tests.helpers.corpus import pcm16
+from tests.helpers.doors import run_session, updates_of, webm_chunks
+from tests.helpers.server import ServerThread
 
 TIMEOUT = 120
 BIG = b"\0" * (MAX_AUDIO_FRAME_BYTES + 2)

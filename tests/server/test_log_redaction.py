@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import websockets
 
 from hearline.server.log_redaction import redact
-from tests.helpers import free_port
+from tests.helpers.server import free_port, wait_spawned
 
 KEY = "s3cret-KEY-1234"
 
@@ -33,13 +32,7 @@ async def test_query_keys_are_masked_in_the_server_log(tmp_path: Path) -> None:
                "--model-dir", str(tmp_path / "models"), "--api-key", KEY, "--log-level", "info"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_spawned(process, f"http://127.0.0.1:{port}/health")
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models?token={KEY}", timeout=30).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models?token=wrong{KEY}", timeout=30).status_code == 401
         async with websockets.connect(f"ws://127.0.0.1:{port}/stt?token={KEY}") as ws:

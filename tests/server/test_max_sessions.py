@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,10 @@ from wyoming.info import Describe, Info
 from hearline.config import Settings
 from hearline.server.live_socket import SESSION_LIMIT_RETRY_S
 from hearline.server.wyoming import WyomingServer
-from tests.helpers import ServerThread, clip, eventually, metric, pcm16, running_server, scrape
+from tests.helpers.corpus import clip, pcm16
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually, until
+from tests.helpers.server import ServerThread, running_server
 
 TIMEOUT = 60
 #: door -> (path, the refused handshake's JSON body -> its error message)
@@ -147,10 +149,7 @@ async def test_wyoming_answers_its_error_event_and_still_describes(tmp_path: Pat
         await holder.write_event(AudioStart(rate=16000, width=2, channels=1).event())
         pcm = pcm16("en_pocketsphinx_goforward")
         await holder.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[:3200]).event())
-        deadline = time.monotonic() + TIMEOUT
-        while len(app.state.pool.live_sessions) < 1:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await until(lambda: len(app.state.pool.live_sessions) >= 1, TIMEOUT, "the session to open")
 
         await second.connect()
         await second.write_event(Describe().event())

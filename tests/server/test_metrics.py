@@ -14,8 +14,10 @@ from prometheus_client import REGISTRY
 
 from hearline.config import Settings
 from hearline.server.app import create_app
-from tests.doors import pcm_of, recv_json, send_audio
-from tests.helpers import ServerThread, clip, metric, running_server, scrape
+from tests.helpers.corpus import clip, pcm16
+from tests.helpers.doors import recv_json, send_audio
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.server import ServerThread, running_server
 
 CLIP = "en_pocketsphinx_goforward"
 KEY = "metrics-secret"
@@ -37,7 +39,7 @@ async def stt_session(ws_url: str) -> None:
         assert (await recv_json(ws))["type"] == "connected"
         await ws.send(json.dumps({"command": "start"}))
         assert await recv_json(ws) == {"type": "session_started"}
-        await send_audio(ws, pcm_of(CLIP))
+        await send_audio(ws, pcm16(CLIP))
         await ws.send(json.dumps({"command": "stop"}))
         while (await recv_json(ws))["type"] != "session_ended":  # the server closes the session before this
             pass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import yaml
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.models_api import is_loopback
-from tests.fileserver import FileServer, file_server, make_tar_bz2
-from tests.helpers import clip, eventually, pcm16, running_server
+from tests.helpers.corpus import clip, pcm16
+from tests.helpers.fileserver import FileServer, file_server, make_tar_bz2
+from tests.helpers.polling import eventually
+from tests.helpers.server import running_server
 
 SUBDIR = "sherpa-onnx-api-test"
 ARCHIVE = make_tar_bz2({f"{SUBDIR}/model.int8.onnx": b"m" * 200_000, f"{SUBDIR}/tokens.txt": b"<blk> 0\n"})
@@ -87,11 +88,10 @@ def test_download_progress_unload_and_remove(tmp_path: Path, files: FileServer, 
         started = httpx.post(server.url + "/v1/models/api-test")
         assert started.status_code == 202
         assert started.json()["status"] in {"downloading", "installed"}
-        deadline = time.monotonic() + 60
-        obj = started.json()
-        while obj["status"] != "installed" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            obj = httpx.get(server.url + "/v1/models/api-test").json()
+        eventually(
+            lambda: httpx.get(server.url + "/v1/models/api-test").json()["status"] == "installed", 60, "the install"
+        )
+        obj = httpx.get(server.url + "/v1/models/api-test").json()
         assert obj["status"] == "installed" and obj["path"] == str(settings.model_dir / SUBDIR)
         assert len(files.state.gets(f"/{SUBDIR}.tar.bz2")) == 1
         assert httpx.post(server.url + "/v1/models/api-test").status_code == 200  # already installed

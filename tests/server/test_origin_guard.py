@@ -17,7 +17,8 @@ from websockets.exceptions import InvalidStatus
 
 from hearline.config import Settings
 from hearline.server.origin_guard import is_loopback_name
-from tests.helpers import ServerThread, clip, running_server
+from tests.helpers.corpus import clip
+from tests.helpers.server import ServerThread, running_server
 
 EVIL = "http://evil.example"
 

@@ -23,7 +23,8 @@ from openai.types.beta.realtime import (
 from websockets.asyncio.client import connect
 
 from hearline.config import Settings
-from tests.helpers import ServerThread, running_server, wer
+from tests.helpers.corpus import wer
+from tests.helpers.server import ServerThread, running_server
 from tests.server.realtime_client import (
     GA_SERVER_EVENT,
     LOGPROBS,

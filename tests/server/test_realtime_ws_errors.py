@@ -15,7 +15,9 @@ from websockets.asyncio.client import connect
 
 from hearline.config import Settings
 from hearline.server.live_socket import connections
-from tests.helpers import ServerThread, running_server
+from tests.helpers.leaks import server_tasks
+from tests.helpers.polling import until
+from tests.helpers.server import ServerThread, running_server
 from tests.server.realtime_client import (
     PATH,
     completed_count,
@@ -115,25 +117,16 @@ async def test_unsupported_intent_and_model_are_refused(server: ServerThread) ->
 # -- a client vanishing leaves nothing behind -------------------------------------------------------
 
 
-def server_tasks(server: ServerThread) -> list[str]:
-    """Names of the asyncio tasks alive on the server's event loop."""
-    loop = server.server.servers[0].get_loop()
-
-    async def names() -> list[str]:
-        return [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-
-    return asyncio.run_coroutine_threadsafe(names(), loop).result(timeout=30)
-
-
 async def until_quiet(server: ServerThread, baseline: int) -> list[str]:
     """Wait (bounded) until no realtime connection and no live-session task is left; returns the tasks."""
     app = server.config.app
-    for _ in range(600):
+
+    def quiet() -> bool:
         tasks = server_tasks(server)
         own = [t for t in tasks if t.startswith(("realtime-", "live-"))]
-        if not connections(app.state, "realtime") and not own and len(tasks) <= baseline:
-            return tasks
-        await asyncio.sleep(0.1)
+        return not connections(app.state, "realtime") and not own and len(tasks) <= baseline
+
+    await until(quiet, what=f"no realtime connection or task left: {server_tasks(server)}")
     return server_tasks(server)
 
 

@@ -14,7 +14,8 @@ from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import ServerThread, clip, english_clips, wer
+from tests.helpers.corpus import clip, english_clips, wer
+from tests.helpers.server import ServerThread
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 SRT_BLOCK = re.compile(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+?)\n(?:\n|$)")

@@ -13,7 +13,6 @@ import random
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,10 @@ from openai import OpenAI
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.errors import is_public
-from tests.helpers import ServerThread, clip, eventually, header_only, running_server
+from tests.helpers.corpus import clip
+from tests.helpers.media import header_only
+from tests.helpers.polling import eventually
+from tests.helpers.server import ServerThread, running_server
 
 GO_FORWARD = clip("en_pocketsphinx_goforward")
 EXPECTED = "go forward ten meters"
@@ -291,9 +293,7 @@ def test_streaming_client_going_away_stops_the_engine(
         ) as response:
             first = next(line for line in response.iter_lines() if line)
         assert first.startswith('data: {"type": "transcript.text.delta"')
-        deadline = time.monotonic() + 120
-        while "went away" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: "went away" in caplog.text, what="the server to notice")
         assert "streaming client went away; stopped transcribing" in caplog.text
         _still_answers(client)
 

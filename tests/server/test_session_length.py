@@ -17,7 +17,10 @@ import websockets
 
 from hearline.config import Settings
 from hearline.server.live_socket import SESSION_LIMIT_CLOSE_CODE
-from tests.helpers import ServerThread, eventually, metric, pcm16, running_server, scrape
+from tests.helpers.corpus import pcm16
+from tests.helpers.metrics import metric, scrape
+from tests.helpers.polling import eventually
+from tests.helpers.server import ServerThread, running_server
 
 LIMIT_S = 3.0
 SILENCE_CHUNK = bytes(3200)  # 100 ms at 16 kHz

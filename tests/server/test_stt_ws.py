@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.doors import in_loop_servers, pcm_of, recv_json, send_audio
-from tests.helpers import ServerThread, clip, wer
+from tests.helpers.corpus import clip, pcm16, wer
+from tests.helpers.doors import in_loop_servers, recv_json, send_audio
+from tests.helpers.polling import until
+from tests.helpers.server import ServerThread
 
 
 async def collect_until_ended(ws) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -43,7 +45,7 @@ async def transcribe_stream(url: str, clip_id: str, speed: float | None = None, 
                     return
 
         reader = asyncio.create_task(read())
-        await send_audio(ws, pcm_of(clip_id), speed)
+        await send_audio(ws, pcm16(clip_id), speed)
         await ws.send(json.dumps({"command": "stop"}))
         await asyncio.wait_for(reader, 300)
         return received
@@ -130,7 +132,7 @@ async def test_bad_input_is_answered_and_the_socket_survives(server: ServerThrea
         noise = np.random.default_rng(0).integers(0, 256, 16001, dtype=np.uint8).tobytes()
         await ws.send(noise)
         await ws.send(bytes(32001))
-        await send_audio(ws, pcm_of("en_pocketsphinx_goforward"))
+        await send_audio(ws, pcm16("en_pocketsphinx_goforward"))
         await ws.send(json.dumps({"command": "stop"}))
         messages = await collect_until_ended(ws)
         assert "forward" in final_text(messages)
@@ -186,7 +188,7 @@ async def test_client_vanishing_mid_utterance_leaves_nothing_behind(tmp_path: Pa
         await asyncio.sleep(0.2)
         tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
 
-        pcm = pcm_of("en_fw_jfk")
+        pcm = pcm16("en_fw_jfk")
         for _ in range(2):
             ws = await websockets.connect(url)
             assert (await recv_json(ws))["type"] == "connected"
@@ -202,10 +204,7 @@ async def test_client_vanishing_mid_utterance_leaves_nothing_behind(tmp_path: Pa
             tasks = {t for t in asyncio.all_tasks() if not t.done()} - {asyncio.current_task()}
             return leases_back and tasks <= tasks_before
 
-        for _ in range(600):
-            if settled():
-                break
-            await asyncio.sleep(0.05)
+        await until(settled, 30, "the leases and tasks back")
         assert engine.leases_in_use == 0  # every decoder lease returned
         leftover = {t for t in asyncio.all_tasks() if not t.done()} - tasks_before - {asyncio.current_task()}
         assert not leftover, leftover

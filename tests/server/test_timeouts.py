@@ -20,8 +20,10 @@ import websockets
 
 from hearline.config import Settings
 from hearline.server.timeouts import IDLE_CLOSE_CODE
-from tests.doors import in_loop_servers
-from tests.helpers import ServerThread, clip, eventually, pcm16, running_server
+from tests.helpers.corpus import clip, pcm16
+from tests.helpers.doors import in_loop_servers
+from tests.helpers.polling import eventually
+from tests.helpers.server import ServerThread, running_server
 
 LIMIT_S = 1.0
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,8 @@ from openai import DefaultHttpxClient, OpenAI
 
 from hearline.config import Settings
 from hearline.server import run
-from tests.helpers import clip, free_port, serving, wer
+from tests.helpers.corpus import clip, wer
+from tests.helpers.server import free_port, serving, wait_healthy
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -36,12 +36,9 @@ def test_https_rest_and_wss_live(tmp_path: Path) -> None:
         model_dir=tmp_path / "models",
     )  # fmt: skip
     trust = ssl.create_default_context(cafile=str(cert))
-    deadline = time.monotonic() + 60
     with serving(run.build_servers(settings)) as thread:
         base = f"https://127.0.0.1:{port}"
-        while httpx.get(base + "/health", verify=trust, timeout=30).json()["status"] != "ok":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_healthy(base, 60, verify=trust)
         # plain http on the TLS port is refused: the listener really speaks TLS
         try:
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)

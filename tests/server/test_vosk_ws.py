@@ -19,7 +19,10 @@ from websockets.asyncio.client import connect
 from hearline.audio.decode import decode_audio, float_to_pcm16, resample
 from hearline.server import vosk_ws
 from hearline.server.live_socket import connections
-from tests.helpers import ServerThread, clip, wer
+from tests.helpers.corpus import clip, wer
+from tests.helpers.leaks import server_tasks
+from tests.helpers.polling import until
+from tests.helpers.server import ServerThread
 
 TWO_CLIPS = ("en_ljspeech_LJ001-0001", "en_ljspeech_LJ001-0004")
 EOF = '{"eof" : 1}'  # byte-for-byte what vosk-server's clients send
@@ -181,15 +184,6 @@ async def test_bad_messages_get_json_errors_and_the_stream_goes_on(server: Serve
         await ws.wait_closed()
 
 
-def server_tasks(server: ServerThread) -> list[str]:
-    loop = server.server.servers[0].get_loop()
-
-    async def names() -> list[str]:
-        return [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-
-    return asyncio.run_coroutine_threadsafe(names(), loop).result(timeout=30)
-
-
 async def test_client_vanishing_mid_utterance_leaks_no_tasks(server: ServerThread) -> None:
     data = chunks(pcm(("en_fw_jfk",), gap_s=0), 16000)
     baseline = len(server_tasks(server))
@@ -204,12 +198,8 @@ async def test_client_vanishing_mid_utterance_leaks_no_tasks(server: ServerThrea
         ws.transport.abort()  # no close handshake
 
     await asyncio.gather(vanish(), vanish())
-    for _ in range(600):
-        tasks = server_tasks(server)
-        if not connections(server.config.app.state, "vosk") and len(tasks) <= baseline:
-            break
-        await asyncio.sleep(0.1)
-    assert not connections(server.config.app.state, "vosk")
+    await until(lambda: not connections(server.config.app.state, "vosk") and len(server_tasks(server)) <= baseline)
+    tasks = server_tasks(server)
     assert not [t for t in tasks if t.startswith(("vosk-", "live-"))], tasks
     assert len(tasks) <= baseline, tasks
     # and the server still serves

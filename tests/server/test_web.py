@@ -22,16 +22,16 @@ from starlette.routing import Mount
 
 from hearline.config import Settings
 from hearline.server.app import create_app
-from tests.browser_helpers import (
+from tests.helpers.browser import (
     ARTIFACTS,
     NETWORK_REFUSED,
     Console,
     launch,
     parse_srt,
     to_48k_wav,
-    wait_healthy,
 )
-from tests.helpers import ServerThread, clip, free_port, normalize, running_server, wer
+from tests.helpers.corpus import clip, normalize, wer
+from tests.helpers.server import ServerThread, free_port, running_server, wait_healthy
 
 pytestmark = pytest.mark.browser
 

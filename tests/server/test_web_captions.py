@@ -14,8 +14,9 @@ from fastapi.responses import FileResponse
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.captions import get_service
-from tests.browser_helpers import Console
-from tests.helpers import ServerThread, clip, normalize
+from tests.helpers.browser import Console
+from tests.helpers.corpus import clip, normalize
+from tests.helpers.server import ServerThread
 
 pytestmark = pytest.mark.browser
 

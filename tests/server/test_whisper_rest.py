@@ -20,7 +20,8 @@ from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.engines.base import TranscribeOptions
 from hearline.models.resolve import load_engine, resolve_model
-from tests.helpers import ServerThread, clip, english_clips, english_dictionary, manifest, normalize, wer
+from tests.helpers.corpus import clip, english_clips, english_dictionary, manifest, normalize, wer
+from tests.helpers.server import ServerThread
 
 #: corpus WER per language, base, language auto, every clip of the language with a reference
 #: (measured: en 0.074, de 0.137, es 0.098, fr 0.289, pt 0.211; FLEURS fr/pt references spell numbers and quotes

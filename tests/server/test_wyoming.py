@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ from hearline.audio.decode import decode_audio
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.wyoming import WyomingServer
-from tests.helpers import clip, wer
+from tests.helpers.corpus import clip, wer
+from tests.helpers.polling import until
 
 CLIP = "en_fw_jfk"
 TIMEOUT = 180
@@ -194,18 +195,11 @@ async def test_zeroconf_announces_the_listener_and_withdraws_it_on_stop(tmp_path
         assert info.port == server.port and info.parsed_addresses() == ["127.0.0.1"]  # what it is bound to
         reply = await first_reply(server.port, Describe().event())
         assert reply is not None and Info.is_type(reply.type)
-        await _until(lambda: (name, ServiceStateChange.Added) in changes)
+        await until(lambda: (name, ServiceStateChange.Added) in changes)
         await server.stop()
-        await _until(lambda: (name, ServiceStateChange.Removed) in changes)
+        await until(lambda: (name, ServiceStateChange.Removed) in changes)
     finally:
         await server.stop()
         await browser.async_cancel()
         await browser_zc.async_close()
         await app.state.pool.close()
-
-
-async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll without blocking the loop the zeroconf responders run on (a deadline, not a timing assertion)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.05)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 
-from tests.tiny_sherpa.graphs import _WORDS, FEATURE_DIM, _init, _save, write_tokens
+from tests.helpers.tiny_sherpa.graphs import _WORDS, FEATURE_DIM, _init, _save, write_tokens
 
 # --------------------------------------------------------------------------------------------- sense_voice
 

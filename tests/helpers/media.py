@@ -67,3 +67,35 @@ def safari_mp4(path: Path, codec: str = "aac", movflags: str = FRAGMENTED, *extr
         check=True, capture_output=True,
     )  # fmt: skip
     return result.stdout
+
+
+def header_only(mp3: bytes) -> bytes:
+    """The ID3 tag and the Xing/Info frame of an MP3: headers, no audio frames."""
+    marker = max(mp3.find(b"Info"), mp3.find(b"Xing"))
+    assert marker > 0
+    start = mp3.rfind(b"\xff", 0, marker)  # sync of the Info frame
+    for i in range(marker, len(mp3) - 1):
+        if i > start + 4 and mp3[i] == 0xFF and mp3[i + 1] & 0xE0 == 0xE0:
+            return mp3[:i]
+    raise AssertionError("no audio frame after the Info frame")
+
+
+#: sox ``synth`` arguments of each non-speech probe (10 s, 16 kHz mono)
+NO_SPEECH_PROBES = {
+    "silence": ["trim", "0", "10"],
+    "hum": ["synth", "10", "sine", "50", "vol", "0.3"],
+    "noise": ["synth", "10", "whitenoise", "vol", "0.1"],
+    "music": ["synth", "10", "pluck", "C3", "pluck", "E3", "pluck", "G3", "remix", "-", "tremolo", "2", "90"],
+    "clicks": ["synth", "0.002", "square", "1000", "pad", "0", "0.498", "repeat", "19"],
+}
+
+
+def no_speech_probes(folder: Path) -> dict[str, Path]:
+    """Write the probes into ``folder``; returns name -> WAV path."""
+    probes = {}
+    for name, effects in NO_SPEECH_PROBES.items():
+        path = folder / f"{name}.wav"
+        channels = "3" if "remix" in effects else "1"
+        subprocess.run(["sox", "-n", "-r", "16000", "-b", "16", "-c", channels, str(path), *effects], check=True)
+        probes[name] = path
+    return probes

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tests.tiny_sherpa.graphs import _init, _save
+from tests.helpers.tiny_sherpa.graphs import _init, _save
 
 # -------------------------------------------------------------------------------------------- whisper
 

@@ -9,11 +9,11 @@ loading and decoding code runs in milliseconds.  The text they produce is noise;
 plumbing (files, options, timestamps, streaming), never the words.
 """
 
-from tests.tiny_sherpa.graphs import FEATURE_DIM, OPSET, write_tokens
-from tests.tiny_sherpa.paraformer import build_paraformer, paraformer_tokens
-from tests.tiny_sherpa.sense_voice import SENSE_VOICE_SPECIALS, build_sense_voice, sense_voice_tokens
-from tests.tiny_sherpa.transducer import build_offline_transducer, build_streaming_zipformer2, transducer_tokens
-from tests.tiny_sherpa.whisper import WHISPER_LANGUAGES, build_whisper
+from tests.helpers.tiny_sherpa.graphs import FEATURE_DIM, OPSET, write_tokens
+from tests.helpers.tiny_sherpa.paraformer import build_paraformer, paraformer_tokens
+from tests.helpers.tiny_sherpa.sense_voice import SENSE_VOICE_SPECIALS, build_sense_voice, sense_voice_tokens
+from tests.helpers.tiny_sherpa.transducer import build_offline_transducer, build_streaming_zipformer2, transducer_tokens
+from tests.helpers.tiny_sherpa.whisper import WHISPER_LANGUAGES, build_whisper
 
 __all__ = [
     "FEATURE_DIM",

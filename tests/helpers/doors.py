@@ -8,14 +8,12 @@ import contextlib
 import itertools
 import json
 import re
-import threading
 import time
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import uvicorn
 import websockets
@@ -25,10 +23,9 @@ from hearline.audio.decode import decode_audio, float_to_pcm16
 from hearline.config import Settings
 from hearline.server.app import create_app
 from hearline.server.stt_ws import standalone_app
-from tests.helpers import clip, free_port
-from tests.media import browser_chunks, browser_webm
-
-SSE_WAIT_S = 120.0  # how long SSEClient.wait_for waits for what must eventually arrive (never a timing assertion)
+from tests.helpers.corpus import clip
+from tests.helpers.media import browser_chunks, browser_webm
+from tests.helpers.server import free_port
 
 
 def webm_chunks(clip_id: str) -> list[bytes]:
@@ -93,10 +90,6 @@ def concatenated_wav(clip_ids: tuple[str, ...], path: Path, gap_s: float = 1.2) 
 CHUNK_S = 0.1
 
 
-def pcm_of(clip_id: str) -> bytes:
-    return float_to_pcm16(decode_audio(clip(clip_id).path))
-
-
 async def recv_json(ws, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
@@ -133,58 +126,6 @@ async def in_loop_servers(tmp_path: Path, **overrides) -> AsyncIterator[tuple[in
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks)
-
-
-class SSEClient:
-    """Reads ``/events`` in a thread and keeps every event (name, data, id)."""
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        self.events: list[tuple[str, dict[str, Any], int | None]] = []
-        self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(30.0, read=None))
-        self._stream = self._client.stream("GET", url + "/events", headers=headers or {})
-        self._response = self._stream.__enter__()
-        assert self._response.status_code == 200
-        assert self._response.headers["content-type"].startswith("text/event-stream")
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        name, data, eid = "message", "", None
-        try:
-            for line in self._response.iter_lines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data = line[5:].strip()
-                elif line.startswith("id:"):
-                    eid = int(line[3:].strip())
-                elif line == "" and data:
-                    with self._lock:
-                        self.events.append((name, json.loads(data), eid))
-                    name, data, eid = "message", "", None
-        except (httpx.HTTPError, RuntimeError, ValueError):
-            return  # closed by close() or by the server
-
-    def snapshot(self) -> list[tuple[str, dict[str, Any], int | None]]:
-        with self._lock:
-            return list(self.events)
-
-    def wait_for(self, predicate: Callable[[list[tuple[str, dict[str, Any], int | None]]], bool]) -> bool:
-        deadline = time.monotonic() + SSE_WAIT_S
-        while time.monotonic() < deadline:
-            if predicate(self.snapshot()):
-                return True
-            time.sleep(0.1)
-        return predicate(self.snapshot())
-
-    def finals(self) -> list[dict[str, Any]]:
-        return [d for n, d, _ in self.snapshot() if n == "captions" and d["is_final"]]
-
-    def close(self) -> None:
-        self._stream.__exit__(None, None, None)
-        self._client.close()
-        self._thread.join(timeout=10)
 
 
 # WhisperLiveKit /asr full-mode updates: the keys its page reads, and the H:MM:SS.cc line times

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 CHROMIUM = "/usr/bin/chromium"
 BASE_ARGS = [
@@ -28,7 +25,7 @@ BASE_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 #: what Chromium itself logs when a connection is refused (server down); the page logs nothing then
 NETWORK_REFUSED = re.compile(
@@ -99,18 +96,6 @@ document.addEventListener("DOMContentLoaded", () => {
   }).observe(bar, { attributes: true, attributeFilter: ["value"] });
 });
 """
-
-
-def wait_healthy(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=5).json().get("status") == "ok":
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy")
 
 
 SRT_CUE = re.compile(r"(\d+)\n(\d{2}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2}):(\d{2}):(\d{2}),(\d{3})\n((?:.+\n?)+)")

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tests.tiny_sherpa.graphs import FEATURE_DIM, _init, _save, write_tokens
+from tests.helpers.tiny_sherpa.graphs import FEATURE_DIM, _init, _save, write_tokens
 
 # ----------------------------------------------------------------------------------------- paraformer
 

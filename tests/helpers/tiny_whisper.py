@@ -11,7 +11,7 @@ size (51865), so the sizes are the real ones; only the hidden width is tiny.
 
 Output text is gibberish by construction: tests assert structure and plumbing, never words.
 
-Usage: ``python -m tests.tiny_whisper OUT_DIR [--english-only]``.
+Usage: ``python -m tests.helpers.tiny_whisper OUT_DIR [--english-only]``.
 """
 
 from __future__ import annotations

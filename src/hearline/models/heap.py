@@ -1,10 +1,11 @@
-"""Handing freed heap back to the operating system once a burst of work is over.
+"""Handing memory back to the operating system once a burst of work is over.
 
 glibc's malloc keeps what a thread freed in that thread's arena for reuse, so after an overload (many
 sessions and requests, each inference thread with its own arena) the process stays at its peak size long
-after the work is gone.  ``malloc_trim(0)`` returns the free pages of every arena; it is called in a worker
-thread a few quiet seconds after the pool last became idle, never while work is running.  Elsewhere than
-glibc it does nothing.
+after the work is gone.  A few quiet seconds after the pool last became idle (never while work is running),
+the pool's worker threads are retired (``retire``, see :mod:`hearline.models.workers`: their executors are
+replaced, the old threads end) and ``malloc_trim(0)`` returns the free pages of every arena, in a worker
+thread.  Elsewhere than glibc the trim does nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +43,26 @@ def trim_heap() -> bool:
     return bool(_malloc_trim(0)) if _malloc_trim is not None else False
 
 
+def _tidy(retired: Sequence[Executor]) -> bool:
+    """The retired executors' threads end (idle ones at once; a model load still running first finishes),
+    then the heap is trimmed."""
+    for executor in retired:
+        executor.shutdown(wait=True)
+    return trim_heap()
+
+
 class HeapTrimmer:
     """Debounced :func:`trim_heap`: :meth:`idle` is called (on the event loop) each time the pool goes idle."""
 
-    def __init__(self, quiet_s: float = QUIET_S) -> None:
+    def __init__(self, quiet_s: float = QUIET_S, retire: Callable[[], Sequence[Executor]] | None = None) -> None:
         self.quiet_s = quiet_s
+        self._retire = retire
         self.trims = 0  # trims run (for the tests and the logs)
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[bool] | None = None
 
     def idle(self) -> None:
-        if _malloc_trim is None:
+        if _malloc_trim is None and self._retire is None:
             return
         self.busy()  # restart the quiet period
         self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._start)
@@ -65,7 +76,8 @@ class HeapTrimmer:
     def _start(self) -> None:
         self._timer = None
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(asyncio.to_thread(trim_heap), name="hearline-heap-trim")
+            retired = self._retire() if self._retire is not None else []
+            self._task = asyncio.create_task(asyncio.to_thread(_tidy, retired), name="hearline-heap-trim")
             self._task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[bool]) -> None:

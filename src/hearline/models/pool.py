@@ -38,6 +38,7 @@ from hearline.models.download import (
 from hearline.models.heap import HeapTrimmer
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
 from hearline.models.scheduler import RULES, Batcher, Lane, PriorityGate, StreamSlots, Work, refuses, run_as
+from hearline.models.workers import WorkerThreads
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,8 @@ class ModelPool:
         self.metrics = metrics  # the app factory attaches its app's metrics when it has none
         # Threads that wait in a batched call hold no core: a batching model admits batch_size times more jobs.
         threads = settings.workers * settings.batch_size
-        self._executor = executor or ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hearline-infer")
-        self._owns_executor = executor is None
-        # The live lane's own threads: its short steps never queue behind batch jobs for a thread.
-        self._live_executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hearline-live")
+        # The live lane has its own threads: its short steps never queue behind batch jobs for a thread.
+        self.workers = WorkerThreads(threads, executor)
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._loading = 0
         self._guard = threading.Lock()
@@ -100,7 +99,8 @@ class ModelPool:
         self.engine_users: weakref.WeakSet[Any] = weakref.WeakSet()
         self.draining = False  # True: new live sessions are refused (graceful drain)
         self._reaper: asyncio.Task[None] | None = None
-        self.heap = HeapTrimmer()  # freed heap back to the OS once work is over
+        # once work is over: idle threads end and freed heap goes back to the OS
+        self.heap = HeapTrimmer(retire=self.workers.retire)
 
     # -- resolution and loading ---------------------------------------------------------------
     def resolve(self, name: str | None) -> ModelSpec:
@@ -138,7 +138,7 @@ class ModelPool:
                     spec = slot.spec = await self._ensure_files(name, spec)
                     started = time.perf_counter()
                     engine = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, load_engine, spec, self.settings
+                        self.workers.executor(live=False), load_engine, spec, self.settings
                     )
                     logger.info("loaded model %s (%s) in %.2fs", spec.name, spec.engine, time.perf_counter() - started)
                     self._count_load(spec.name, time.perf_counter() - started)
@@ -342,7 +342,7 @@ class ModelPool:
         slot = self._slots.get(engine.name)
         lane = RULES[work].lane
         live = lane is Lane.LIVE
-        executor = self._live_executor if live else self._executor
+        executor = self.workers.executor(live)
         if slot is None or slot.lanes is None:
             # An engine built outside the pool (tests, benchmarks): run it directly.
             return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
@@ -381,6 +381,4 @@ class ModelPool:
         for slot in self._slots.values():
             self._unload(slot)
         with contextlib.suppress(RuntimeError):
-            self._live_executor.shutdown(wait=False, cancel_futures=True)
-            if self._owns_executor:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            self.workers.close()

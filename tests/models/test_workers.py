@@ -50,8 +50,8 @@ async def test_a_quiet_pool_ends_its_worker_threads_and_serves_on_new_ones(tmp_p
         assert all("forward" in text for text in texts), texts
         assert {t.name.split("_")[0] for t in burst} == {"hearline-infer", "hearline-live"}
 
-        await until(lambda: not any(t.is_alive() for t in burst), 30, "the burst's threads to end")
-        assert pool.heap.trims == 1
+        await until(lambda: pool.heap.trims > 0, 30, "the quiet spell's tidy-up")
+        assert not any(t.is_alive() for t in burst)  # joined before the heap was trimmed
 
         later: set[threading.Thread] = set()
         assert "forward" in await pool.run(engine, job, later)

@@ -23,6 +23,7 @@ from tests.helpers.corpus import clip, wer
 from tests.helpers.leaks import server_tasks
 from tests.helpers.polling import until
 from tests.helpers.server import ServerThread
+from tests.helpers.subtitles import parse_srt
 
 TWO_CLIPS = ("en_ljspeech_LJ001-0001", "en_ljspeech_LJ001-0004")
 EOF = '{"eof" : 1}'  # byte-for-byte what vosk-server's clients send
@@ -90,6 +91,45 @@ async def test_partials_then_results_with_words_at_16k(server: ServerThread) -> 
     reference = " ".join(clip(c).text or "" for c in TWO_CLIPS)
     # measured 0.024 (LiveSession + bundled PocketSphinx)
     assert wer(reference, full_text(replies)) <= 0.15, full_text(replies)
+
+
+def srt_of(results_with_words: list[dict[str, Any]], words_per_line: int = 7) -> str:
+    """What vosk-server's ``test_srt.py`` writes: cues of up to 7 result words, timed by their first and last."""
+
+    def stamp(seconds: float) -> str:
+        ms = round(seconds * 1000)
+        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    cues = []
+    for result in results_with_words:
+        words = result.get("result", [])
+        for i in range(0, len(words), words_per_line):
+            line = words[i : i + words_per_line]
+            text = " ".join(w["word"] for w in line)
+            cues.append(f"{len(cues) + 1}\n{stamp(line[0]['start'])} --> {stamp(line[-1]['end'])}\n{text}\n")
+    return "\n".join(cues)
+
+
+async def test_vosk_servers_own_test_client_gets_words_and_fresh_partials(server: ServerThread) -> None:
+    """vosk-server's test.py / test_srt.py as published: only ``sample_rate`` configured, 8000-byte chunks sent
+    as fast as the replies come (faster than real time), one reply read per chunk, then ``{"eof" : 1}``."""
+    data = pcm(TWO_CLIPS)
+    replies = await lockstep(server.ws_url + "/vosk", [data[i : i + 8000] for i in range(0, len(data), 8000)],
+                             {"sample_rate": 16000})  # fmt: skip
+    finals = [(i, r) for i, r in enumerate(replies) if r.get("text")]
+    assert len(finals) >= 2
+    # words are on by default (VOSK_SHOW_WORDS): the SRT test_srt.py builds from them has every final's words
+    cues = parse_srt(srt_of([r for _, r in finals]))
+    assert " ".join(text for *_, text in cues) == " ".join(r["text"] for _, r in finals)
+    assert all(start <= end for _, start, end, _ in cues)
+    # each reply reflects all audio sent so far: the last partial before a final already holds most of it
+    for i, final in finals:
+        last_partial = next(r["partial"] for r in reversed(replies[:i]) if "partial" in r)
+        said, settled = last_partial.split(), final["text"].split()
+        assert len(set(said) & set(settled)) >= 0.5 * len(set(settled)), (last_partial, final["text"])
+    reference = " ".join(clip(c).text or "" for c in TWO_CLIPS)
+    print(f"published-client WER {wer(reference, full_text(replies)):.3f}, {len(replies)} replies, {len(cues)} cues")
+    assert wer(reference, full_text(replies)) <= 0.15, full_text(replies)  # measured 0.073
 
 
 async def test_eof_flushes_the_last_utterance(server: ServerThread) -> None:

@@ -27,11 +27,11 @@ from tests.helpers.browser import (
     NETWORK_REFUSED,
     Console,
     launch,
-    parse_srt,
     to_48k_wav,
 )
 from tests.helpers.corpus import clip, normalize, wer
 from tests.helpers.server import ServerThread, free_port, running_server, wait_healthy
+from tests.helpers.subtitles import parse_srt
 
 pytestmark = pytest.mark.browser
 

@@ -166,7 +166,7 @@ class WhisperCppEngine(Engine):
 
     def memory_bytes(self) -> int:
         # weights, plus ~24 MB of fixed compute buffers and KV caches that grow with the model width
-        # (measured with bench/models.py: the tiny test file adds ~28 MB RSS for a 2.4 MB file)
+        # (bench/models.py prints the real RSS a loaded file adds)
         return int(self.path.stat().st_size * 1.2) + 24 * 1024 * 1024 + 40 * self.header.n_text_state * 1024 * 8
 
     def check_options(self, options: TranscribeOptions) -> None:

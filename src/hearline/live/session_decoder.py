@@ -127,9 +127,8 @@ class SessionDecoder(SessionState):
         streaming "coalescing" partial work has to mean decoding less of it:
 
         * while every batch slot is busy with finals (or requests), partial decoding would take CPU
-          from work someone waits for, so it passes over all of its audio (measured with 7 PocketSphinx
-          sessions on 2 cores: worst lag 5.5 s -> 0.5 s and final latency p50 5.2 s -> 1.8 s, with
-          partials passing over 44 % of the audio);
+          from work someone waits for, so it passes over all of its audio (bench/live.py's overload
+          trial shows what this does to lag and final latency);
         * further behind than ``max_partial_behind_s``, only the newest ``batch_samples`` are decoded.
 
         Only the live text thins out while the machine is overloaded; every final covers all audio.

@@ -22,13 +22,12 @@ class PocketSphinxStream(EngineStream):
     """Native incremental decoding for partials, and a full-utterance pass for the final.
 
     Streaming decoding normalises cepstra with a running mean that starts from a generic prior, which
-    is poor on the first seconds of unusual channels (measured: +0.026 WER even when seeded with the
-    utterance's own mean); the final therefore re-decodes the whole utterance (bounded by the live
-    pipeline's maximum utterance length) exactly as offline transcription does, so a final equals the
-    offline result for the same audio.  That pass needs only the audio, which this side keeps, so it can
-    run on another decoder (``detach_final``/``snapshot_final``) while this stream's decoder already
-    follows the next utterance.  The running mean reached at the end of each utterance seeds the next
-    one's partials.
+    is poor on the first seconds of unusual channels (even when seeded with the utterance's own mean);
+    the final therefore re-decodes the whole utterance (bounded by the live pipeline's maximum utterance
+    length) exactly as offline transcription does, so a final equals the offline result for the same audio.
+    That pass needs only the audio, which this side keeps, so it can run on another decoder
+    (``detach_final``/``snapshot_final``) while this stream's decoder already follows the next utterance.
+    The running mean reached at the end of each utterance seeds the next one's partials.
     """
 
     def __init__(self, engine: PocketSphinxEngine, options: TranscribeOptions) -> None:

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=lambda: default_data_dir() / "models")
     offline: bool = False
     memory_budget_mb: int = 8192
+    malloc_arenas: int = Field(default=2, ge=0)  # glibc malloc arenas of `serve` (0: glibc's default)
     idle_unload_s: float = 0.0  # 0: never unload idle models
     auto_download: bool = True  # fetch a missing catalog/models.yaml model on first use (never when offline)
     # Model downloads running at once (0: no limit); one more is refused with 429 until one finishes.

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -69,3 +72,35 @@ async def test_the_pool_trims_once_after_its_work_and_never_during_it(tmp_path: 
         assert pool.heap.trims == 1  # one trim per quiet spell, not one per period
     finally:
         await pool.close()
+
+
+ARENA_PROBE = """
+import ctypes, sys, threading
+import numpy as np
+from hearline.models.heap import limit_arenas
+if sys.argv[1] != "0":
+    assert limit_arenas(int(sys.argv[1]))
+together = threading.Barrier(6)
+def work():
+    blocks = [np.ones(1000, np.float32) for _ in range(100)]  # small blocks: from the thread's arena
+    together.wait()  # all six threads alive and holding memory at once
+threads = [threading.Thread(target=work) for _ in range(6)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()  # glibc: one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(cap: int) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, str(cap)], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    return len(re.findall(r"^Arena \d+:", done.stderr, re.M))
+
+
+def test_limit_arenas_keeps_threads_to_the_cap() -> None:
+    """What ``hearline serve`` does first: six threads that would each get an arena share two."""
+    assert _arenas(0) > 2  # glibc's default: a new thread gets an arena of its own (8 per core at most)
+    assert _arenas(2) == 2

@@ -5,7 +5,8 @@ sessions and requests, each inference thread with its own arena) the process sta
 after the work is gone.  A few quiet seconds after the pool last became idle (never while work is running),
 the pool's worker threads are retired (``retire``, see :mod:`hearline.models.workers`: their executors are
 replaced, the old threads end) and ``malloc_trim(0)`` returns the free pages of every arena, in a worker
-thread.  Elsewhere than glibc the trim does nothing.
+thread.  What stays scattered over many arenas is not free pages, so ``hearline serve`` also caps the arenas
+(:func:`limit_arenas`).  Elsewhere than glibc both do nothing.
 """
 
 from __future__ import annotations
@@ -23,19 +24,40 @@ logger = logging.getLogger(__name__)
 QUIET_S = 3.0
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
+#: mallopt's M_ARENA_MAX, what the MALLOC_ARENA_MAX environment variable sets
+_M_ARENA_MAX = -8
+
+
+def _load_glibc() -> tuple[Callable[[int], int], Callable[[int, int], int]] | None:
+    """glibc's ``malloc_trim`` and ``mallopt``; None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        libc = ctypes.CDLL(name)
+        trim, opt = libc.malloc_trim, libc.mallopt
+    except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    opt.argtypes, opt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return trim, opt
 
 
-_malloc_trim = _load_malloc_trim()
+_glibc = _load_glibc()
+_malloc_trim = _glibc[0] if _glibc is not None else None
+
+
+def limit_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas at ``count`` for the threads that start from now on (0: glibc's own default of
+    eight per core); False where it cannot (not glibc).
+
+    Each inference thread otherwise gets an arena of its own, and what a busy hour leaves scattered over a dozen
+    arenas stays resident however often the heap is trimmed. For the process owner (``hearline serve``) to call,
+    before its threads start; ``MALLOC_ARENA_MAX`` in the environment is the operator's and wins.
+    """
+    if _glibc is None or count <= 0:
+        return False
+    return bool(_glibc[1](_M_ARENA_MAX, count))
 
 
 def trim_heap() -> bool:

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from hearline.config import Settings
+from hearline.models.heap import limit_arenas
 from hearline.server.app import create_app
 from hearline.server.connections import protocol_class
 from hearline.server.drain import DrainingServer
@@ -79,7 +81,9 @@ def extra_apps(settings: Settings, main_app: Any) -> list[tuple[int, str, Any]]:
 
 
 def serve(settings: Settings) -> None:
-    """Block serving until interrupted (Ctrl-C / SIGTERM)."""
+    """Block serving until interrupted (Ctrl-C / SIGTERM). Owns the process: caps its malloc arenas first."""
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        limit_arenas(settings.malloc_arenas)
     asyncio.run(run_servers(build_servers(settings)))
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from hearline.models.pool import ModelPool, ServerBusy
 from hearline.models.scheduler import RULES, Lane, PriorityGate, Work
+from tests.helpers.polling import until
 from tests.models.fake_engine import fake_settings
 
 
@@ -199,3 +200,41 @@ def test_every_kind_of_work_has_a_rule_and_only_optional_work_is_refusable() -> 
     never_refused = {Work.STREAM_STEP, Work.FINAL, Work.TRANSLATION}
     assert {work for work, rule in RULES.items() if not rule.refusable} == never_refused
     assert RULES[Work.PARTIAL].lane is Lane.LIVE and RULES[Work.SPECULATIVE_FINAL].lane is Lane.BACKGROUND
+
+
+async def test_a_live_final_is_admitted_ahead_of_queued_uploads() -> None:
+    """Someone is watching a live final; an upload's client waits for its whole file anyway."""
+    gate = PriorityGate(1)
+    await gate.acquire()
+    order: list[str] = []
+
+    async def job(work: Work, name: str) -> None:
+        await gate.acquire(RULES[work].rank)
+        order.append(name)
+        gate.release()
+
+    waiting = [asyncio.create_task(job(Work.REQUEST, f"upload {i}")) for i in range(3)]
+    waiting.append(asyncio.create_task(job(Work.FINAL, "final")))
+    await until(lambda: gate.waiting == 4, 10, "four queued")
+    gate.release()
+    await asyncio.gather(*waiting)
+    assert order == ["final", "upload 0", "upload 1", "upload 2"]
+
+
+async def test_retry_after_follows_the_pace_jobs_really_end_at() -> None:
+    """Eight places sharing two cores: each job reports 0.4 s in its place, yet they end one at a time, 0.1 s apart."""
+    gate = PriorityGate(8)
+    for _ in range(8):
+        await gate.acquire()
+    queued = [asyncio.create_task(gate.acquire()) for _ in range(12)]
+    await until(lambda: gate.waiting == 12, 10, "twelve queued")
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        gate.release()
+        gate.observe(0.4)
+    # eight still queued: they drain one per 0.1 s or slower, not eight per 0.4 s (0.45 s for all nine)
+    assert gate.waiting == 8
+    assert gate.expected_wait() >= (8 + 1) * 0.1
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)

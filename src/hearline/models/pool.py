@@ -352,7 +352,7 @@ class ModelPool:
                 self.metrics.job_refused(engine.name, work.value)
             raise ServerBusy(engine.name, retry_after=gate.expected_wait())
         self.heap.busy()
-        await gate.acquire(int(lane))
+        await gate.acquire(RULES[work].rank)
         slot.last_used = time.monotonic()
         started = time.perf_counter()
         try:

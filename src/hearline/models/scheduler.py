@@ -65,15 +65,16 @@ class Rule:
     lane: Lane
     refusable: bool  # a busy model may turn it away (ServerBusy) instead of queueing it
     batch_order: int  # place in a batched call's queue (lower first): what someone waits for ahead of partials
+    rank: int  # admission order in its lane's gate (lower first): a live final ahead of queued uploads
 
 
 RULES: dict[Work, Rule] = {
-    Work.STREAM_STEP: Rule(Lane.LIVE, refusable=False, batch_order=1),
-    Work.PARTIAL: Rule(Lane.LIVE, refusable=True, batch_order=2),
-    Work.FINAL: Rule(Lane.NORMAL, refusable=False, batch_order=0),
-    Work.SPECULATIVE_FINAL: Rule(Lane.BACKGROUND, refusable=True, batch_order=1),
-    Work.REQUEST: Rule(Lane.NORMAL, refusable=True, batch_order=0),
-    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False, batch_order=0),
+    Work.STREAM_STEP: Rule(Lane.LIVE, refusable=False, batch_order=1, rank=0),
+    Work.PARTIAL: Rule(Lane.LIVE, refusable=True, batch_order=2, rank=1),
+    Work.FINAL: Rule(Lane.NORMAL, refusable=False, batch_order=0, rank=0),
+    Work.SPECULATIVE_FINAL: Rule(Lane.BACKGROUND, refusable=True, batch_order=1, rank=2),
+    Work.REQUEST: Rule(Lane.NORMAL, refusable=True, batch_order=0, rank=1),
+    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False, batch_order=0, rank=0),
 }
 
 
@@ -86,17 +87,32 @@ class PriorityGate:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._job_s: float | None = None  # running mean of how long an admitted job holds its place
+        self._gap_s: float | None = None  # running mean of the time between completions while jobs queue
+        self._busy_done: float | None = None  # when the last job ended with others queued
 
     def observe(self, seconds: float) -> None:
-        """An admitted job held its place for ``seconds``."""
+        """An admitted job held its place for ``seconds`` (called as it ends, after :meth:`release`)."""
         self._job_s = seconds if self._job_s is None else 0.7 * self._job_s + 0.3 * seconds
+        now = time.monotonic()
+        if not self.waiting:
+            self._busy_done = None
+            return
+        if self._busy_done is not None:
+            gap = now - self._busy_done
+            self._gap_s = gap if self._gap_s is None else 0.7 * self._gap_s + 0.3 * gap
+        self._busy_done = now
 
     def expected_wait(self) -> float:
-        """Seconds before a job arriving now would be admitted: the queue ahead of it (and itself) drained
-        through ``capacity`` places at the recent job length; what a refusal's ``Retry-After`` says."""
+        """Seconds before a job arriving now would be admitted, what a refusal's ``Retry-After`` says: the
+        queue ahead of it (and itself) drained at the pace jobs really ended while others queued. Places
+        that share cores (a batching model's) end no faster than the cores allow, whatever ``capacity`` says;
+        before such a pace is known, the recent job length over ``capacity``."""
         if self._job_s is None:
             return 1.0
-        return (self.waiting + 1) * self._job_s / self.capacity
+        per_place = self._job_s / self.capacity
+        if self._gap_s is not None:
+            per_place = max(per_place, self._gap_s)
+        return (self.waiting + 1) * per_place
 
     @property
     def waiting(self) -> int:

@@ -33,10 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers.corpus import english_clips, wer  # noqa: E402
 from tests.helpers.media import browser_chunks, browser_webm  # noqa: E402
-from tests.helpers.server import free_port  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
-from spawn import start_server  # noqa: E402
+from spawn import spawned  # noqa: E402
 from stats import pct  # noqa: E402
 
 SR = 16000
@@ -124,15 +123,9 @@ def main() -> None:
     if args.spawn is None:
         asyncio.run(run(args.url or "ws://127.0.0.1:8000/asr", clips))
         return
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, data_dir, shlex.split(args.spawn))
-        try:
-            print(f"hearline serve {args.spawn}", flush=True)
-            asyncio.run(run(f"ws://127.0.0.1:{port}/asr?language=en", clips))
-        finally:
-            server.terminate()
-            server.wait(30)
+    with spawned(shlex.split(args.spawn)) as server:
+        print(f"hearline serve {args.spawn}", flush=True)
+        asyncio.run(run(f"ws://127.0.0.1:{server.port}/asr?language=en", clips))
 
 
 if __name__ == "__main__":

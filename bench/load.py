@@ -38,7 +38,6 @@ import contextlib
 import json
 import shlex
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,11 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers.corpus import english_clips, wer  # noqa: E402
-from tests.helpers.server import free_port  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
 from procmem import tree_rss_mb  # noqa: E402
-from spawn import start_server, tree_threads  # noqa: E402
+from spawn import spawned, tree_threads  # noqa: E402
 from stats import pct  # noqa: E402
 
 CHUNK_S = 0.1
@@ -329,15 +327,9 @@ def main(args: argparse.Namespace) -> None:
     if not args.spawn:
         asyncio.run(run(args, args.url, None))
         return
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, data_dir, shlex.split(args.serve_args))
-        try:
-            print(f"spawned: hearline serve {args.serve_args}", flush=True)
-            asyncio.run(run(args, f"http://127.0.0.1:{port}", server.pid))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+    with spawned(shlex.split(args.serve_args)) as server:
+        print(f"spawned: hearline serve {args.serve_args}", flush=True)
+        asyncio.run(run(args, server.url, server.process.pid))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A ``hearline serve`` subprocess for the benchmarks, and what its process tree holds (threads).
 
 A subprocess, so that its RSS and threads (counted with its worker processes) are the server's alone.
+The bench scripts put the repository root on ``sys.path`` before importing this (for ``tests.helpers``).
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.helpers.server import free_port, says_ok, wait_spawned
 
 from procmem import descendants
 
@@ -21,18 +25,36 @@ def start_server(port: int, data_dir: str, args: list[str]) -> subprocess.Popen[
     env = {**os.environ, "XDG_DATA_HOME": data_dir, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "hearline.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
     proc = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    try:
+        wait_spawned(proc, f"http://127.0.0.1:{port}/health", says_ok, timeout_s=180)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
+
+
+@dataclass(frozen=True)
+class Spawned:
+    port: int
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def spawned(args: list[str]) -> Iterator[Spawned]:
+    """A ``hearline serve`` on a free port with a data directory of its own, stopped when the block ends."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = Spawned(port, start_server(port, data_dir, args), Path(data_dir))
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("status") == "ok":
-                return proc
-        except (httpx.HTTPError, ValueError):
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become healthy")
+            yield server
+        finally:
+            server.process.terminate()
+            server.process.wait(timeout=60)
 
 
 def tree_threads(pid: int) -> int:

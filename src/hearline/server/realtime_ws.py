@@ -77,8 +77,7 @@ START_CODES = {
 }
 
 
-def _start_error(exc: BaseException) -> RealtimeError:
-    failure = start_failure(exc)
+def _start_error(exc: BaseException, failure: StartFailure) -> RealtimeError:
     if failure is StartFailure.BUSY:  # full or draining since the handshake: audio waits for a new session.update
         return RealtimeError(str(exc), code=refusal_reason(exc), type=SERVER_ERROR)
     code, param = START_CODES[failure]
@@ -361,11 +360,11 @@ class RealtimeConnection(RealtimeItems):
             await live.start()
         except START_ERRORS as exc:
             await live.close()
-            error = _start_error(exc)
-            self.start_failed = error.code != "model_not_found"  # a new session.update may fix the others
-            if error.code == "model_unavailable":
+            failure = start_failure(exc)
+            self.start_failed = failure is not StartFailure.UNKNOWN_MODEL  # a new session.update may fix the others
+            if failure is StartFailure.UNAVAILABLE:
                 logger.warning("realtime: could not start a live session: %s", exc)
-            raise error from exc
+            raise _start_error(exc, failure) from exc
         self.stream_no += 1
         forwarding = self._forward(live, self.stream_no, self.clock_ms / 1000.0)
         run = LiveRun(live, forwarding, f"realtime-forward-{self.session_id}")

@@ -44,7 +44,6 @@ def _load_glibc() -> tuple[Callable[[int], int], Callable[[int, int], int]] | No
 
 
 _glibc = _load_glibc()
-_malloc_trim = _glibc[0] if _glibc is not None else None
 
 
 def limit_arenas(count: int) -> bool:
@@ -62,7 +61,7 @@ def limit_arenas(count: int) -> bool:
 
 def trim_heap() -> bool:
     """Return free heap pages to the OS; ``True`` if any were (``False`` also where glibc is absent)."""
-    return bool(_malloc_trim(0)) if _malloc_trim is not None else False
+    return bool(_glibc[0](0)) if _glibc is not None else False
 
 
 def _tidy(retired: Sequence[Executor]) -> bool:
@@ -84,7 +83,7 @@ class HeapTrimmer:
         self._task: asyncio.Task[bool] | None = None
 
     def idle(self) -> None:
-        if _malloc_trim is None and self._retire is None:
+        if _glibc is None and self._retire is None:
             return
         self.busy()  # restart the quiet period
         self._timer = asyncio.get_running_loop().call_later(self.quiet_s, self._start)

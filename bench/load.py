@@ -45,11 +45,11 @@ from pathlib import Path
 
 import httpx
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import metrics  # noqa: E402
 from tests.helpers.corpus import english_clips, wer  # noqa: E402
 
 from hearline.audio.decode import decode_audio, float_to_pcm16  # noqa: E402
@@ -74,15 +74,11 @@ class Result:
 
 def scrape(url: str, headers: dict[str, str]) -> dict[str, float]:
     """Sessions opened (total) and open now on one backend, summed over doors and models."""
-    text = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10).text
-    out = {"opened": 0.0, "open": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "hearline_live_sessions_opened_total":
-                out["opened"] += sample.value
-            elif sample.name == "hearline_live_sessions_open":
-                out["open"] += sample.value
-    return out
+    samples = metrics.scrape(url.rstrip("/"), **headers)
+    return {
+        "opened": metrics.metric(samples, "hearline_live_sessions_opened_total"),
+        "open": metrics.metric(samples, "hearline_live_sessions_open"),
+    }
 
 
 async def session(ws_url: str, clip_id: str, reference: str, pcm: bytes, headers: dict[str, str]) -> Result:
@@ -280,10 +276,12 @@ async def one_round(args: argparse.Namespace, target: Target, usage: Usage, spaw
         statuses: dict[int, int] = {}
         for r in rest:
             statuses[r.status] = statuses.get(r.status, 0) + 1
-        retry = sorted({r.retry_after for r in rest if r.retry_after})
+        retry = [float(r.retry_after) for r in rest if r.retry_after]
         by_status = dict(sorted(statuses.items()))
-        print(f"REST ({args.rest_workers} workers): {len(rest)} requests, by status {by_status}, Retry-After "
-              f"seen {retry}; answered in p50 {pct(answered, 50):.2f} s, p95 {pct(answered, 95):.2f} s")  # fmt: skip
+        print(f"REST ({args.rest_workers} workers): {len(rest)} requests, by status {by_status}; "
+              f"answered in p50 {pct(answered, 50):.2f} s, p95 {pct(answered, 95):.2f} s")  # fmt: skip
+        if retry:  # what a refused client was told to wait, against what an answered one did wait
+            print(f"  Retry-After of the refusals: min {min(retry):g}, p50 {pct(retry, 50):g}, max {max(retry):g} s")
     if spawned:
         print(f"server RSS / threads: peak {peak[0]:.0f} MB / {peak[1]}, "
               f"{settled[0]:.0f} MB / {settled[1]} {args.settle_s:g} s after the load")  # fmt: skip

@@ -29,7 +29,8 @@ def descendants(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     for task in tasks:
-        path = task / "children"
-        if path.exists():
-            children.extend(int(c) for c in path.read_text().split())
+        try:
+            children.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue  # the thread ended between listing and reading (the pool retires idle threads)
     return [c for child in children for c in (child, *descendants(child))]

@@ -5,14 +5,14 @@ from collections.abc import Iterator
 import pytest
 
 from hearline.models.resolve import ENGINE_MODULES
+from tests.helpers.fake_engine import LOADS
 from tests.helpers.fileserver import FileServer, file_server
-from tests.models.fake_engine import LOADS
 
 
 @pytest.fixture(autouse=True)
 def _fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``engine: fake`` models load tests/models/fake_engine.py; each test counts its own loads."""
-    monkeypatch.setitem(ENGINE_MODULES, "fake", "tests.models.fake_engine")
+    """``engine: fake`` models load tests/helpers/fake_engine.py; each test counts its own loads."""
+    monkeypatch.setitem(ENGINE_MODULES, "fake", "tests.helpers.fake_engine")
     LOADS.clear()
 
 

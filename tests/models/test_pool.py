@@ -2,7 +2,7 @@
 auto-download on first use (a real tiny sherpa-onnx model over a local HTTP server), offline refusal, and
 what a failed auto-download becomes (a known model that could not be fetched vs. an unknown name).
 
-A light fake engine (tests/models/fake_engine.py) stands in where only the pool's bookkeeping is tested.
+A light fake engine (tests/helpers/fake_engine.py) stands in where only the pool's bookkeeping is tested.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from hearline.engines.base import TranscribeOptions, Transcript
 from hearline.models.download import ModelNotInstalled, ModelUnavailable
 from hearline.models.pool import ModelPool
 from hearline.models.resolve import UnknownModel
+from tests.helpers.fake_engine import LOADS, fake_settings
 from tests.helpers.fileserver import file_server, hub_server, tar_directory
 from tests.helpers.polling import until
-from tests.models.fake_engine import LOADS, fake_settings
 
 
 async def test_concurrent_first_requests_load_once(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 
 from hearline.models.pool import ModelPool, ServerBusy
 from hearline.models.scheduler import RULES, Lane, PriorityGate, Work
+from tests.helpers.fake_engine import fake_settings
 from tests.helpers.polling import until
-from tests.models.fake_engine import fake_settings
 
 
 async def _hold(gate: PriorityGate, priority: int, log: list[str], name: str, release: asyncio.Event) -> None:
@@ -235,6 +235,88 @@ async def test_retry_after_follows_the_pace_jobs_really_end_at() -> None:
     # eight still queued: they drain one per 0.1 s or slower, not eight per 0.4 s (0.45 s for all nine)
     assert gate.waiting == 8
     assert gate.expected_wait() >= (8 + 1) * 0.1
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+
+
+async def test_a_batching_model_runs_as_many_uploads_at_once_as_it_has_replicas(tmp_path: Path) -> None:
+    """Its gate admits batch_size times more jobs, since they wait in the batcher; an upload does not batch and
+    holds a replica for its whole file, so past the replicas uploads queue, while finals are still admitted."""
+    settings = fake_settings(
+        tmp_path, ["a"], batching=2, workers=2, max_concurrency_per_model=2, batch_size=4, max_queue_per_model=8
+    )
+    pool = ModelPool(settings)
+    engine = await pool.get("a")
+    upload, started, unblock = _blocking("text")
+    try:
+        uploads = [asyncio.create_task(pool.run(engine, upload)) for _ in range(4)]
+        for _ in range(2):
+            await asyncio.to_thread(started.acquire, True, 5)
+        await asyncio.sleep(0.1)
+        assert not started.acquire(False)  # two uploads run, one per replica; the other two wait
+        assert pool.work_by_model()["a"] == (2, 2)
+        assert pool.batch_saturated(engine)  # the replicas are all on uploads: partials thin out
+        finals = await asyncio.wait_for(
+            asyncio.gather(*(pool.run(engine, lambda: "final", work=Work.FINAL) for _ in range(3))), 5
+        )
+        assert finals == ["final"] * 3  # work that batches is admitted beside them
+        assert pool.expected_wait("a") >= 1.0  # what a refused upload's Retry-After would say
+        unblock.set()
+        assert await asyncio.gather(*uploads) == ["text"] * 4
+        assert pool.expected_wait("a") == 0.0  # nothing queued: an upload starts at once
+    finally:
+        unblock.set()
+        await pool.close()
+
+
+class _LiveUser:
+    """Stands for a live session in the pool's register of who decodes with which model."""
+
+    def __init__(self, engine: object) -> None:
+        self.engine = engine
+
+
+async def test_uploads_leave_a_replica_to_live_finals_while_sessions_use_the_model(tmp_path: Path) -> None:
+    settings = fake_settings(
+        tmp_path, ["a"], batching=2, workers=2, max_concurrency_per_model=2, batch_size=4, max_queue_per_model=8
+    )
+    pool = ModelPool(settings)
+    engine = await pool.get("a")
+    user = _LiveUser(engine)
+    pool.engine_users.add(user)
+    upload, started, unblock = _blocking("text")
+    try:
+        uploads = [asyncio.create_task(pool.run(engine, upload)) for _ in range(3)]
+        await asyncio.to_thread(started.acquire, True, 5)
+        await asyncio.sleep(0.1)
+        assert pool.work_by_model()["a"] == (2, 1)  # one replica on uploads, the other kept for finals
+        assert pool.batch_saturated(engine) is False  # partials still run
+        pool.engine_users.discard(user)  # the session ended
+        assert await pool.run(engine, lambda: "final", work=Work.FINAL) == "final"  # any job ending re-sizes
+        await asyncio.to_thread(started.acquire, True, 5)
+        assert pool.work_by_model()["a"] == (1, 2)  # both replicas on uploads again
+        unblock.set()
+        assert await asyncio.gather(*uploads) == ["text"] * 3
+    finally:
+        unblock.set()
+        await pool.close()
+
+
+async def test_retry_after_is_the_pace_even_when_each_job_is_long() -> None:
+    """Jobs that each held their place 2 s but ended 0.1 s apart (places that were more than ``capacity``
+    says, before a resize): the queue drains at that pace, not at 2 s over the places."""
+    gate = PriorityGate(2)
+    for _ in range(2):
+        await gate.acquire()
+    queued = [asyncio.create_task(gate.acquire()) for _ in range(6)]
+    await until(lambda: gate.waiting == 6, 10, "six queued")
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        gate.release()
+        gate.observe(2.0)
+    assert gate.waiting == 2
+    assert 3 * 0.1 <= gate.expected_wait() < 3 * 1.0
     for task in queued:
         task.cancel()
     await asyncio.gather(*queued, return_exceptions=True)

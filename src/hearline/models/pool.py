@@ -19,7 +19,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,7 +36,8 @@ from hearline.models.download import (
 )
 from hearline.models.heap import HeapTrimmer
 from hearline.models.resolve import ModelSpec, UnknownModel, load_engine, resolve_model, spec_entry
-from hearline.models.scheduler import RULES, Batcher, Lane, PriorityGate, StreamSlots, Work, refuses, run_as
+from hearline.models.scheduler import RULES, Batcher, Lane, StreamSlots, Work, refuses, run_as
+from hearline.models.slot import ModelSlot
 from hearline.models.workers import WorkerThreads
 
 logger = logging.getLogger(__name__)
@@ -61,24 +61,6 @@ class ServerDraining(ServerBusy):
         super().__init__(model, retry_after=5.0, message="the server is shutting down; retry on another replica")
 
 
-@dataclass
-class _Slot:
-    spec: ModelSpec
-    engine: Engine | None = None
-    load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    lanes: dict[bool, PriorityGate] | None = None  # live lane (True) and batch lane (False)
-    batcher: Batcher[WindowRequest, Transcript] | None = None  # window decodes of all sessions, batched
-    last_used: float = field(default_factory=time.monotonic)
-
-    @property
-    def active(self) -> int:
-        return sum(gate.active for gate in self.lanes.values()) if self.lanes else 0
-
-    @property
-    def waiting(self) -> int:
-        return sum(gate.waiting for gate in self.lanes.values()) if self.lanes else 0
-
-
 class ModelPool:
     def __init__(
         self, settings: Settings, executor: ThreadPoolExecutor | None = None, metrics: Metrics | None = None
@@ -89,7 +71,7 @@ class ModelPool:
         threads = settings.workers * settings.batch_size
         # The live lane has its own threads: its short steps never queue behind batch jobs for a thread.
         self.workers = WorkerThreads(threads, executor)
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._slots: OrderedDict[str, ModelSlot] = OrderedDict()
         self._loading = 0
         self._guard = threading.Lock()
         self.downloads = DownloadManager(settings)
@@ -125,7 +107,7 @@ class ModelPool:
         spec = self.resolve(name)
         slot = self._slots.get(spec.name)
         if slot is None:
-            slot = self._slots[spec.name] = _Slot(spec=spec)
+            slot = self._slots[spec.name] = ModelSlot(spec=spec)
         self._slots.move_to_end(spec.name)
         slot.last_used = time.monotonic()
         self._start_reaper()
@@ -146,11 +128,7 @@ class ModelPool:
                     self._loading -= 1
                 slot.engine = engine
                 slot.last_used = time.monotonic()
-                capacity = self.settings.batch_capacity
-                slot.batcher = self._batcher(engine, slot)
-                if slot.batcher is not None:
-                    capacity *= slot.batcher.size  # admitted jobs wait in the batcher, not on a core
-                slot.lanes = {True: PriorityGate(capacity), False: PriorityGate(capacity)}
+                slot.open_gates(self.settings.batch_capacity, self._batcher(engine, slot))
                 self._evict_over_budget(keep=spec.name)
         return slot.engine
 
@@ -203,7 +181,7 @@ class ModelPool:
         return sum(self._slot_bytes(slot) for slot in self._slots.values() if slot.engine is not None)
 
     @staticmethod
-    def _slot_bytes(slot: _Slot) -> int:
+    def _slot_bytes(slot: ModelSlot) -> int:
         """The engine's own figure, or the catalog's memory estimate when that is larger."""
         reported = slot.engine.memory_bytes() if slot.engine is not None else 0
         estimate = slot.spec.options.get("memory_mb") or 0
@@ -242,7 +220,7 @@ class ModelPool:
                 unloaded.append(name)
         return unloaded
 
-    def _batcher(self, engine: Engine, slot: _Slot) -> Batcher[WindowRequest, Transcript] | None:
+    def _batcher(self, engine: Engine, slot: ModelSlot) -> Batcher[WindowRequest, Transcript] | None:
         """A batcher for an engine that declares batched window decoding, unless ``batch_size`` is 1."""
         decode = getattr(engine, "decode_windows", None)
         key = getattr(engine, "window_key", None)
@@ -254,7 +232,7 @@ class ModelPool:
             size=self.settings.batch_size,
             wait_s=self.settings.batch_wait_ms / 1000,
             parallel=int(getattr(engine, "parallel_calls", 1)),
-            busy=lambda: slot.active,
+            busy=lambda: slot.batching,
             name=f"batch-{engine.name}",
         )
 
@@ -274,7 +252,7 @@ class ModelPool:
 
         return transcribe
 
-    def _unload(self, slot: _Slot, reason: str | None = None) -> None:
+    def _unload(self, slot: ModelSlot, reason: str | None = None) -> None:
         """Close the slot's engine; ``reason`` (budget, idle, request) counts it as an eviction."""
         engine, slot.engine = slot.engine, None
         if slot.batcher is not None:
@@ -325,7 +303,14 @@ class ModelPool:
         if slot is None or slot.lanes is None:
             return False
         gate = slot.lanes[False]
-        return gate.active >= slot.batcher.parallel if slot.batcher is not None else gate.full
+        if slot.batcher is None or slot.solo is None:
+            return gate.full
+        return min(gate.active, slot.batcher.parallel) + slot.solo.active >= slot.batcher.parallel
+
+    def _fit_solo(self, slot: ModelSlot) -> None:
+        """A batching model's uploads leave one replica free for the finals while live sessions use it."""
+        if slot.solo is not None and slot.batcher is not None:
+            slot.solo.resize(slot.batcher.parallel - (1 if self.users_of(slot.spec.name) else 0))
 
     # -- running inference --------------------------------------------------------------------
     async def run(
@@ -346,7 +331,8 @@ class ModelPool:
         if slot is None or slot.lanes is None:
             # An engine built outside the pool (tests, benchmarks): run it directly.
             return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
-        gate = slot.lanes[live]
+        gate = slot.gate(work)
+        self._fit_solo(slot)
         if refuses(work, gate, self.settings.max_queue_per_model):
             if self.metrics is not None:
                 self.metrics.job_refused(engine.name, work.value)
@@ -358,6 +344,7 @@ class ModelPool:
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, run_as, work, fn, *args)
         finally:
+            self._fit_solo(slot)
             gate.release()
             elapsed = time.perf_counter() - started
             gate.observe(elapsed)
@@ -365,6 +352,18 @@ class ModelPool:
                 self.metrics.inference(engine.name, work.value, elapsed)
             if self.idle:
                 self.heap.idle()
+
+    def expected_wait(self, name: str | None = None, work: Work = Work.REQUEST) -> float:
+        """Seconds before ``work`` for the loaded model ``name`` (None: the default) would start, if queued now;
+        0 when that model is not loaded."""
+        try:
+            slot = self._slots.get(self.resolve(name).name)
+        except (UnknownModel, ValueError):
+            return 0.0
+        if slot is None or slot.lanes is None:
+            return 0.0
+        gate = slot.gate(work)
+        return gate.expected_wait() if gate.full or gate.waiting else 0.0
 
     @property
     def idle(self) -> bool:

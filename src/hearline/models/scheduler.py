@@ -19,7 +19,11 @@ audio), then REST requests get ``ServerBusy``; finals, stream steps and translat
 Engines whose live streams hold a scarce resource declare it (``max_open_streams``); :class:`StreamSlots`
 admits that many open utterances per engine.  Engines that decode several windows in one call declare it
 (``decode_windows``, ``window_key``, ``parallel_calls``); :class:`Batcher` gathers the window decodes of every
-session of such a model into batched calls, in :attr:`Rule.batch_order`.  Engines never import this module.
+session of such a model into batched calls, in :attr:`Rule.batch_order`.  Such a model's gate admits many
+jobs, since they wait in the batcher, not on a core; work that does not batch (:attr:`Rule.batched`: a whole
+upload) takes a place at a gate of its own, as many as the model's replicas (one fewer while live sessions use
+the model, so that their finals always find a replica free), or eight admitted uploads would share the cores
+with every final.  Engines never import this module.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class Rule:
     refusable: bool  # a busy model may turn it away (ServerBusy) instead of queueing it
     batch_order: int  # place in a batched call's queue (lower first): what someone waits for ahead of partials
     rank: int  # admission order in its lane's gate (lower first): a live final ahead of queued uploads
+    # joins a batching model's batched calls (one window per job); False: runs the model's own long-form loop,
+    # holding one of its replicas for the whole job
+    batched: bool = True
 
 
 RULES: dict[Work, Rule] = {
@@ -73,8 +80,8 @@ RULES: dict[Work, Rule] = {
     Work.PARTIAL: Rule(Lane.LIVE, refusable=True, batch_order=2, rank=1),
     Work.FINAL: Rule(Lane.NORMAL, refusable=False, batch_order=0, rank=0),
     Work.SPECULATIVE_FINAL: Rule(Lane.BACKGROUND, refusable=True, batch_order=1, rank=2),
-    Work.REQUEST: Rule(Lane.NORMAL, refusable=True, batch_order=0, rank=1),
-    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False, batch_order=0, rank=0),
+    Work.REQUEST: Rule(Lane.NORMAL, refusable=True, batch_order=0, rank=1, batched=False),
+    Work.TRANSLATION: Rule(Lane.NORMAL, refusable=False, batch_order=0, rank=0, batched=False),
 }
 
 
@@ -104,15 +111,14 @@ class PriorityGate:
 
     def expected_wait(self) -> float:
         """Seconds before a job arriving now would be admitted, what a refusal's ``Retry-After`` says: the
-        queue ahead of it (and itself) drained at the pace jobs really ended while others queued. Places
-        that share cores (a batching model's) end no faster than the cores allow, whatever ``capacity`` says;
-        before such a pace is known, the recent job length over ``capacity``."""
+        queue ahead of it (and itself) drained at the pace jobs really ended while others queued, which
+        neither ``capacity`` (places may share cores, or be resized) nor the job length alone tells; before
+        such a pace is known, the recent job length over ``capacity``."""
+        if self._gap_s is not None:
+            return (self.waiting + 1) * self._gap_s
         if self._job_s is None:
             return 1.0
-        per_place = self._job_s / self.capacity
-        if self._gap_s is not None:
-            per_place = max(per_place, self._gap_s)
-        return (self.waiting + 1) * per_place
+        return (self.waiting + 1) * self._job_s / self.capacity
 
     @property
     def waiting(self) -> int:
@@ -144,8 +150,16 @@ class PriorityGate:
                 self.release()  # admitted just as the waiter was cancelled: pass the place on
             raise
 
+    def resize(self, capacity: int) -> None:
+        """Admit ``capacity`` jobs at once from now on: waiters at once if it grew; running jobs are never cut."""
+        self.capacity = max(1, capacity)
+        self._admit()
+
     def release(self) -> None:
         self.active -= 1
+        self._admit()
+
+    def _admit(self) -> None:
         while self._waiters and self.active < self.capacity:
             *_, future = heapq.heappop(self._waiters)
             if future.done():  # its waiter was cancelled

@@ -5,6 +5,7 @@ session closes, ``abandon`` closes it unflushed and stops the forwarding.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hearline.live.session import LiveOptions, LiveSession
 from hearline.models.download import ModelUnavailable
 from hearline.models.pool import ModelPool, ServerBusy, ServerDraining
 from hearline.models.resolve import UnknownModel
-from hearline.server.live_run import EventSink, LiveRun, deliver, forward
+from hearline.server.live_run import EventSink, LiveRun, deliver
 from hearline.server.live_socket import SessionLimit, StartFailure, start_failure
 from tests.helpers.corpus import clip
 
@@ -75,7 +76,7 @@ async def test_finish_forwards_every_final_before_the_session_closes(pool: Model
     session = LiveSession(pool, None, LiveOptions(language="en"))
     await session.start()
     sink = Recorder()
-    run = LiveRun(session, forward(session, sink, "test"), "test-forward")
+    run = LiveRun(session, sink, "test")
     await session.push(decode_audio(clip("en_pocketsphinx_goforward").path))
     await run.finish()
     finals = [event for _, event in sink.calls if isinstance(event, Final)]
@@ -88,12 +89,61 @@ async def test_abandon_closes_the_session_unflushed_and_stops_forwarding(pool: M
     session = LiveSession(pool, None, LiveOptions(language="en"))
     await session.start()
     sink = Recorder()
-    run = LiveRun(session, forward(session, sink, "test"), "test-forward")
+    run = LiveRun(session, sink, "test")
     audio = decode_audio(clip("en_pocketsphinx_goforward").path)
     await session.push(audio[: audio.size // 2])  # mid-utterance
     await run.abandon()
     assert run.forwarder.done() and session not in pool.engine_users
     assert not [kind for kind, _ in sink.calls if kind == "final"]  # nothing flushed
+
+
+async def test_drained_waits_for_every_event_emitted_so_far(pool: ModelPool) -> None:
+    """What Vosk's lock-step replies and Deepgram's Finalize rely on: after ``drained`` the sink holds every
+    event the session had emitted, including the one being delivered when the wait began."""
+    session = LiveSession(pool, None, LiveOptions(language="en"))
+    await session.start()
+    sink = Recorder()
+    slow = asyncio.Event()
+
+    async def slow_final(event: Final) -> None:
+        await slow.wait()  # a send that takes a while
+        sink.calls.append(("final", event))
+
+    sink.on_final = slow_final  # type: ignore[method-assign]
+    run = LiveRun(session, sink, "test")
+    try:
+        await session.push(decode_audio(clip("en_pocketsphinx_goforward").path))
+        session.end_utterance()
+        await session.settle()
+        drained = asyncio.create_task(run.drained())
+        await asyncio.sleep(0.2)
+        assert not drained.done()  # the final is still being delivered
+        slow.set()
+        await asyncio.wait_for(drained, 30)
+        assert session.events_waiting == 0
+        assert any(kind == "final" for kind, _ in sink.calls)
+    finally:
+        slow.set()
+        await run.abandon()
+
+
+async def test_a_sink_failure_ends_forwarding_and_reaches_the_door(pool: ModelPool) -> None:
+    session = LiveSession(pool, None, LiveOptions(language="en"))
+    await session.start()
+    failures: list[Exception] = []
+
+    class Broken(EventSink):
+        async def on_final(self, event: Final) -> None:
+            raise KeyError("a door's bug")
+
+        async def on_failure(self, exc: Exception) -> None:
+            failures.append(exc)
+
+    run = LiveRun(session, Broken(), "test")
+    await session.push(decode_audio(clip("en_pocketsphinx_goforward").path))
+    await run.finish()
+    assert len(failures) == 1 and isinstance(failures[0], KeyError)
+    await run.delivered_until(lambda: False)  # forwarding is over: a wait for anything returns
 
 
 def test_every_start_error_has_one_classification() -> None:

@@ -324,8 +324,8 @@ def _detected_language(ctx: Any) -> str | None:
     return code.decode() if isinstance(code, bytes) else code
 
 
-def _num_threads(settings: Any, options: dict[str, Any]) -> int:
-    if getattr(settings, "threads", 0):
+def _num_threads(settings: Settings, options: dict[str, Any]) -> int:
+    if settings.threads:
         return int(settings.threads)
     if options.get("num_threads"):
         return int(options["num_threads"])

@@ -70,7 +70,7 @@ class Registry:
 
 
 def registry_path(settings: Settings) -> Path:
-    explicit = getattr(settings, "models_file", None)
+    explicit = settings.models_file
     return Path(explicit).expanduser() if explicit else settings.data_dir / REGISTRY_FILE
 
 

@@ -48,7 +48,7 @@ from hearline.server.deepgram_wire import (
     utterance_end,
 )
 from hearline.server.errors import DOMAIN_ERRORS, UploadTooLarge, read_body, to_api_error
-from hearline.server.live_run import EventSink, LiveRun, deliver
+from hearline.server.live_run import EventSink, LiveRun
 from hearline.server.live_socket import (
     START_ERRORS,
     SocketSender,
@@ -137,24 +137,10 @@ class _Connection(EventSink):
         self.finalizing = 0  # Finalize messages whose result has not been sent yet
         self.audio_failed = False
         self.sender = SocketSender(ws, "deepgram")
-        self._idle = asyncio.Event()  # the forwarder has sent everything emitted so far
-        self._idle.set()
-        self.live = LiveRun(session, self._forward(), "deepgram-forward")
+        self.live = LiveRun(session, self, "deepgram")
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.sender.send(message)
-
-    async def _forward(self) -> None:
-        try:
-            async for event in self.session.events():
-                self._idle.clear()
-                await deliver(self, event)
-                if not self.session.events_waiting:
-                    self._idle.set()
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            logger.debug("deepgram: could not forward an event: %s", exc)
-        finally:
-            self._idle.set()
 
     async def on_speech_started(self, event: SpeechStarted) -> None:
         if self.params.vad_events:
@@ -223,11 +209,11 @@ class _Connection(EventSink):
         Finals the endpointing already closed in the audio so far go out first, without the flag.
         """
         await self.session.settle()
-        await self._drained()
+        await self.live.drained()
         self.finalizing += 1
         self.session.end_utterance()
         await self.session.settle()
-        await self._drained()
+        await self.live.drained()
         if self.finalizing:
             self.finalizing -= 1
             alt = alternative("", [], self.params.punctuate)
@@ -243,12 +229,6 @@ class _Connection(EventSink):
         await self.live.finish()
         await self.send(self.stream.metadata_message(self.session.audio_seconds))
         await self.ws.close(code=1000)
-
-    async def _drained(self) -> None:
-        await asyncio.sleep(0)
-        while self.session.events_waiting or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
 
     async def close(self) -> None:
         await self.live.abandon()

@@ -1,9 +1,9 @@
 """A door's running live session: the session, the task forwarding its events, and what receives them.
 
 Every door turns the same six kinds of event into its own messages.  It says what it does with each kind as the
-methods of an :class:`EventSink`; :func:`deliver` is the one place the kinds are told apart, :func:`forward`
-the one forwarding loop, and :class:`LiveRun` ties a started session to its forwarder: ``finish`` at the
-client's end of audio (every final out, then the session closed), ``abandon`` when the client has gone.
+methods of an :class:`EventSink`; :func:`deliver` is the one place the kinds are told apart, and
+:class:`LiveRun` ties a started session to the one forwarding loop: ``finish`` at the client's end of audio
+(every final out, then the session closed), ``abandon`` when the client has gone.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from hearline.live.events import Error, Event, Final, Lag, Partial, Silence, SpeechStarted
 from hearline.live.session import LiveSession
@@ -41,6 +40,10 @@ class EventSink:
     async def on_error(self, event: Error) -> None:
         """A job failed; the session goes on unless ``event.fatal``."""
 
+    async def on_failure(self, exc: Exception) -> None:
+        """The door's own handling of an event failed: forwarding ends, by default with that error."""
+        raise exc
+
 
 async def deliver(sink: EventSink, event: Event) -> None:
     """Hand ``event`` to the sink's method for its kind (the one place events are told apart for the doors)."""
@@ -59,21 +62,45 @@ async def deliver(sink: EventSink, event: Event) -> None:
             await sink.on_error(event)
 
 
-async def forward(session: LiveSession, sink: EventSink, door: str) -> None:
-    """Every event of ``session`` to ``sink`` until the session ends (a door's forwarder task)."""
-    try:
-        async for event in session.events():
-            await deliver(sink, event)
-    except (ConnectionError, OSError, RuntimeError) as exc:  # a stream writer's peer gone (WebSockets: see send)
-        logger.debug("%s: could not forward an event: %s", door, exc)
-
-
 class LiveRun:
-    """A door's started session and the task forwarding its events to the client."""
+    """A door's started session and the task forwarding its events to the door's sink.
 
-    def __init__(self, session: LiveSession, forward: Coroutine[Any, Any, None], name: str) -> None:
-        self.session = session
-        self.forwarder: asyncio.Task[None] = asyncio.create_task(forward, name=name)
+    The doors that answer each client message with what it caused (Vosk's lock-step replies, Deepgram's
+    ``Finalize``) wait with :meth:`delivered_until` / :meth:`drained`, re-checked after every delivered event.
+    """
+
+    def __init__(self, session: LiveSession, sink: EventSink, door: str) -> None:
+        self.session, self.door = session, door
+        self._delivered = asyncio.Condition()
+        self._delivering = False  # an event taken from the session is being delivered
+        self._ended = False  # forwarding is over: the session ended, the client went, or the task was cancelled
+        self.forwarder: asyncio.Task[None] = asyncio.create_task(self._forward(sink), name=f"{door}-forward")
+
+    async def _forward(self, sink: EventSink) -> None:
+        try:
+            async for event in self.session.events():
+                self._delivering = True
+                await deliver(sink, event)
+                self._delivering = False
+                async with self._delivered:
+                    self._delivered.notify_all()
+        except (ConnectionError, OSError, RuntimeError) as exc:  # a stream writer's peer gone (WebSockets: see send)
+            logger.debug("%s: could not forward an event: %s", self.door, exc)
+        except Exception as exc:  # noqa: BLE001 - handed to the door, which reports or re-raises it
+            await sink.on_failure(exc)
+        finally:
+            self._ended, self._delivering = True, False
+            async with self._delivered:
+                self._delivered.notify_all()
+
+    async def delivered_until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()`` holds (checked after each delivered event) or forwarding has ended."""
+        async with self._delivered:
+            await self._delivered.wait_for(lambda: self._ended or done())
+
+    async def drained(self) -> None:
+        """Every event the session has emitted so far has been delivered (or forwarding has ended)."""
+        await self.delivered_until(lambda: not self.session.events_waiting and not self._delivering)
 
     async def finish(self) -> None:
         """The client's end of audio: every final forwarded, then the session closed."""

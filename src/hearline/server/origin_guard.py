@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hearline.config import Settings
 from hearline.server.errors import APIError, error_response
 
 logger = logging.getLogger(__name__)
@@ -47,13 +48,13 @@ def _hostname(host: str) -> str:
     return (urlsplit("//" + host).hostname or "").rstrip(".").lower()
 
 
-def refusal(scope: Scope, settings: object) -> str | None:
+def refusal(scope: Scope, settings: Settings) -> str | None:
     """Why this request or handshake is refused (None: it passes)."""
-    if getattr(settings, "api_key", None):
+    if settings.api_key:
         return None
     headers = Headers(scope=scope)
     host = headers.get("host")
-    if host and is_loopback_name(str(getattr(settings, "host", ""))) and not is_loopback_name(host):
+    if host and is_loopback_name(settings.host) and not is_loopback_name(host):
         return f"the Host {host[:100]!r} is not this machine: the server listens on loopback only"
     changing = (
         scope["type"] == "websocket"
@@ -67,7 +68,7 @@ def refusal(scope: Scope, settings: object) -> str | None:
         if headers.get("sec-fetch-site") == "cross-site":
             return "a cross-site request from a web page"
         return None
-    allowed = list(getattr(settings, "cors_origins", None) or [])
+    allowed = list(settings.cors_origins or [])
     if "*" in allowed or origin in allowed:
         return None
     page = urlsplit(origin)

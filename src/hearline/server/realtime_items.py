@@ -30,7 +30,6 @@ Mapping choices worth knowing when reading a client log:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -40,7 +39,8 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from hearline.engines.base import Word
-from hearline.live.session import Error, Final, LiveSession, Partial, Silence, SpeechStarted
+from hearline.live.session import Error, Final, Partial, Silence, SpeechStarted
+from hearline.server.live_run import EventSink
 from hearline.server.live_socket import SocketSender
 from hearline.server.realtime_deltas import ItemText, completed_words
 from hearline.server.realtime_wire import (
@@ -89,26 +89,9 @@ class RealtimeItems:
     async def send_error(self, err: RealtimeError, client_event_id: Any = None) -> None:
         await self.send("error", error=error_body(err, client_event_id))
 
-    async def _forward(self, live: LiveSession, stream_no: int, offset: float) -> None:
-        try:
-            async for event in live.events():
-                if isinstance(event, SpeechStarted):
-                    await self._on_speech_started(stream_no, event, offset)
-                elif isinstance(event, Partial):
-                    await self._on_partial(stream_no, event, offset)
-                elif isinstance(event, Silence):
-                    await self._on_silence(event, offset)
-                elif isinstance(event, Final):
-                    await self._on_final(stream_no, event, offset)
-                elif isinstance(event, Error):
-                    await self._on_error(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("realtime: live session failed")
-            await self.send_error(
-                RealtimeError("The transcription stream failed.", code="stream_failed", type=SERVER_ERROR)
-            )
+    def stream_sink(self, stream_no: int, offset: float) -> EventSink:
+        """What receives the events of live stream ``stream_no``, whose audio began at ``offset`` s of the buffer."""
+        return _StreamEvents(self, stream_no, offset)
 
     async def _complete_empty_commits(self, before_ms: float) -> None:
         """Commits that covered no speech (no utterance began before them) are completed with ``""``."""
@@ -243,3 +226,31 @@ class RealtimeItems:
         self.closed = True
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await self.ws.close(code=1011)
+
+
+class _StreamEvents(EventSink):
+    """One live stream's events, handed to the connection's item methods on the buffer's clock."""
+
+    def __init__(self, items: RealtimeItems, stream_no: int, offset: float) -> None:
+        self.items, self.stream_no, self.offset = items, stream_no, offset
+
+    async def on_speech_started(self, event: SpeechStarted) -> None:
+        await self.items._on_speech_started(self.stream_no, event, self.offset)
+
+    async def on_partial(self, event: Partial) -> None:
+        await self.items._on_partial(self.stream_no, event, self.offset)
+
+    async def on_silence(self, event: Silence) -> None:
+        await self.items._on_silence(event, self.offset)
+
+    async def on_final(self, event: Final) -> None:
+        await self.items._on_final(self.stream_no, event, self.offset)
+
+    async def on_error(self, event: Error) -> None:
+        await self.items._on_error(event)
+
+    async def on_failure(self, exc: Exception) -> None:
+        logger.error("realtime: live session failed", exc_info=exc)
+        await self.items.send_error(
+            RealtimeError("The transcription stream failed.", code="stream_failed", type=SERVER_ERROR)
+        )

@@ -366,8 +366,7 @@ class RealtimeConnection(RealtimeItems):
                 logger.warning("realtime: could not start a live session: %s", exc)
             raise _start_error(exc, failure) from exc
         self.stream_no += 1
-        forwarding = self._forward(live, self.stream_no, self.clock_ms / 1000.0)
-        run = LiveRun(live, forwarding, f"realtime-forward-{self.session_id}")
+        run = LiveRun(live, self.stream_sink(self.stream_no, self.clock_ms / 1000.0), "realtime")
         self.stream = _Stream(run, self.clock_ms / 1000.0, self.config.rate, options, self.config.model)
         return self.stream
 

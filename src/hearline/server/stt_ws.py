@@ -34,7 +34,7 @@ from hearline import languages
 from hearline.audio.raw_stream import RawStream
 from hearline.live.session import Error, Final, Lag, LiveSession, Partial
 from hearline.server.auth import is_authorized
-from hearline.server.live_run import EventSink, LiveRun, forward
+from hearline.server.live_run import EventSink, LiveRun
 from hearline.server.live_socket import (
     START_ERRORS,
     SocketSender,
@@ -82,7 +82,7 @@ class _Connection(EventSink):
             await self.error(str(exc))
             return False
         self._lag = 0.0
-        self.live = LiveRun(session, forward(session, self, "stt"), "stt-forward")
+        self.live = LiveRun(session, self, "stt")
         await self.send({"type": "session_started"})
         return True
 

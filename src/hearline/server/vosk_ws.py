@@ -32,11 +32,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from hearline.audio.raw_stream import RawStream
 from hearline.engines.base import EngineError, Word
-from hearline.live.session import Error, Final, LiveSession, Partial, SpeechStarted
+from hearline.live.session import Error, Final, Partial, SpeechStarted
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
 from hearline.server.auth import is_authorized
-from hearline.server.live_run import EventSink, deliver
+from hearline.server.live_run import EventSink, LiveRun
 from hearline.server.live_socket import (
     SocketSender,
     any_path_app,
@@ -76,8 +76,7 @@ class VoskConnection(EventSink):
         self.max_alternatives = 0
         self.phrases: list[str] = []
         self.model: str | None = None
-        self.live: LiveSession | None = None
-        self.forwarder: asyncio.Task[None] | None = None
+        self.live: LiveRun | None = None  # started at the first audio
         self.sender = SocketSender(websocket, "vosk")
         self.pcm = RawStream("pcm", 2, 1, self.sample_rate)  # carries a sample split across messages
         # reply state, written by the forwarder task and read by the receive loop
@@ -85,7 +84,6 @@ class VoskConnection(EventSink):
         self.partial = ""
         self.partial_utt: int | None = None
         self.open_utts: set[int] = set()
-        self.changed = asyncio.Condition()
 
     # -- plumbing ----------------------------------------------------------------------------
     async def send(self, payload: dict[str, Any]) -> bool:
@@ -108,14 +106,9 @@ class VoskConnection(EventSink):
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        forwarder, self.forwarder = self.forwarder, None
-        if forwarder is not None:
-            forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forwarder
         live, self.live = self.live, None
         if live is not None:
-            await live.close()
+            await live.abandon()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -205,19 +198,16 @@ class VoskConnection(EventSink):
         if not samples.size:
             return
         live = await self._ensure_live()
-        await live.push(samples, self.sample_rate)
+        await live.session.push(samples, self.sample_rate)
         # vosk-server decodes each chunk before answering it: an utterance that ended in this chunk is
         # in this chunk's reply, however fast the client sends.
-        await live.settle()
+        await live.session.settle()
         # ... and its partial covers the chunk: bounded, since a busy pool may hold partial work back
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.settle(partial=True), LOCKSTEP_PARTIAL_WAIT_S)
-        async with self.changed:
-            await self.changed.wait_for(
-                lambda: live.events_waiting == 0 or self.forwarder is None or self.forwarder.done()
-            )
+            await asyncio.wait_for(live.session.settle(partial=True), LOCKSTEP_PARTIAL_WAIT_S)
+        await live.drained()
 
-    async def _ensure_live(self) -> LiveSession:
+    async def _ensure_live(self) -> LiveRun:
         if self.live is not None:
             return self.live
         prompt = ", ".join(self.phrases) or None
@@ -228,38 +218,23 @@ class VoskConnection(EventSink):
         except (UnknownModel, EngineError, ServerBusy) as exc:  # busy: full or draining since the handshake
             logger.warning("vosk: could not start a live session: %s", exc)
             raise VoskFatal(f"cannot start recognition: {exc}") from exc
-        self.live = live
-        self.forwarder = asyncio.create_task(self._forward(live), name=f"vosk-forward-{id(self):x}")
-        return live
+        self.live = LiveRun(live, self, "vosk")
+        return self.live
 
     async def _finish(self) -> None:
         """End of audio: every pending final arrives, then the event stream ends."""
         if self.live is None:
             return
-        await self.live.flush()
-        if self.forwarder is not None:
-            await self.forwarder
+        await self.live.finish()
 
     async def _end_utterance(self) -> None:
         if self.live is None:
             return
         waiting = set(self.open_utts)
-        self.live.end_utterance()
-        async with self.changed:
-            await self.changed.wait_for(
-                lambda: not (waiting & self.open_utts) or self.forwarder is None or self.forwarder.done()
-            )
+        self.live.session.end_utterance()
+        await self.live.delivered_until(lambda: not (waiting & self.open_utts))
 
     # -- session events ----------------------------------------------------------------------
-    async def _forward(self, live: LiveSession) -> None:
-        try:
-            async for event in live.events():
-                await deliver(self, event)
-                async with self.changed:
-                    self.changed.notify_all()
-        finally:
-            async with self.changed:
-                self.changed.notify_all()
 
     async def on_speech_started(self, event: SpeechStarted) -> None:
         self.open_utts.add(event.utterance_id)

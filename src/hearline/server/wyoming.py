@@ -38,7 +38,7 @@ from hearline.engines.base import EngineError, TranscribeOptions
 from hearline.live.session import Error, Final, LiveSession, Partial
 from hearline.models.pool import ServerBusy
 from hearline.models.resolve import UnknownModel
-from hearline.server.live_run import EventSink, LiveRun, forward
+from hearline.server.live_run import EventSink, LiveRun
 from hearline.server.live_socket import (
     START_ERRORS,
     StartFailure,
@@ -265,7 +265,7 @@ class _Connection(EventSink):
             await self.error(str(exc), _start_error_code(exc))
             return False
         self._finals, self._final_language, self._streamed = [], None, ""
-        self.live = LiveRun(session, forward(session, self, "wyoming"), "wyoming-forward")
+        self.live = LiveRun(session, self, "wyoming")
         self.pcm.finish()
         await self.send(TranscriptStart(language=self.language).event())
         return True

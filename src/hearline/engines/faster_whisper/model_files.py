@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
+from hearline.config import Settings
 from hearline.engines.base import ModelFilesMissing
 
 logger = logging.getLogger(__package__)  # "hearline.engines.faster_whisper", as before the package split
@@ -82,7 +82,7 @@ def model_dir_candidates(name: str, model_dir: Path) -> list[Path]:
     return seen
 
 
-def hub_offline(settings: Any) -> bool:
+def hub_offline(settings: Settings) -> bool:
     """True when no download may be attempted (``--offline`` or ``HF_HUB_OFFLINE``)."""
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
     return bool(settings.offline) or env in {"1", "true", "yes", "on"}
@@ -98,7 +98,7 @@ def _expected_message(name: str, searched: list[str], reason: str) -> str:
     )
 
 
-def locate_model(name: str, path: Path | None, settings: Any, repo: str | None = None) -> Path:
+def locate_model(name: str, path: Path | None, settings: Settings, repo: str | None = None) -> Path:
     """The directory holding model ``name``, downloading it only when allowed.
 
     Raises ModelFilesMissing naming the files and the command that fetches them.
@@ -135,7 +135,7 @@ def locate_model(name: str, path: Path | None, settings: Any, repo: str | None =
 
     if hub_offline(settings):
         raise ModelFilesMissing(_expected_message(name, searched, "offline"))
-    if not getattr(settings, "auto_download", True):
+    if not settings.auto_download:
         raise ModelFilesMissing(_expected_message(name, searched, "and downloads on first use are off"))
 
     target = model_dir / f"faster-whisper-{short_name(name)}"

@@ -156,12 +156,14 @@ async def main(args: argparse.Namespace) -> None:
             model_dir=Path(tmp) / "models",
             model=args.model,
             partial_model=args.partial_model,
+            live_final_window=args.final_window,
             **({"max_concurrency_per_model": args.max_streams} if args.max_streams else {}),
         )
         pool = ModelPool(settings)
         engine = await pool.get(None)
         options = LiveOptions(language="en", pause_ms=args.pause_ms)
         partials = f"; partials: {args.partial_model}" if args.partial_model else ""
+        partials += f"; final window: {args.final_window}"
         print(f"model: {engine.name} ({engine.kind}){partials}; cores: {cores}; clips: {len(clips)}", flush=True)
         print(
             f"pool: {settings.workers} worker threads, {settings.max_concurrency_per_model} concurrent "
@@ -255,6 +257,12 @@ if __name__ == "__main__":
         type=int,
         default=LiveOptions.pause_ms,
         help="silence after which a final is prepared ahead of the endpoint (LiveOptions.pause_ms; 0: off)",
+    )
+    parser.add_argument(
+        "--final-window",
+        choices=["full", "short"],
+        default=Settings.model_fields["live_final_window"].default,
+        help="a live final's Whisper window (--live-final-window)",
     )
     ns = parser.parse_args()
     if ns.clips is None:

@@ -56,6 +56,12 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--partial-model", dest="partial_model", help="faster model for live partials, e.g. tiny.en (finals: --model)"
     )
+    parser.add_argument(
+        "--live-final-window",
+        dest="live_final_window",
+        choices=["full", "short"],
+        help="a live final's Whisper window: full (30 s, as offline) or short (the utterance and some silence)",
+    )
     parser.add_argument("--model-dir", dest="model_dir", type=Path, help="where models are stored")
     parser.add_argument("--config", dest="config_file", type=Path, help="settings file (TOML or YAML)")
     parser.add_argument("--offline", action="store_true", default=None, help="never download models")
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTINGS_KEYS = (
     "host", "port", "model", "language", "device", "compute_type", "threads", "batch_size", "batch_wait_ms",
-    "partial_model", "model_dir", "config_file",
+    "partial_model", "live_final_window", "model_dir", "config_file",
     "offline", "log_level", "max_upload_mb", "max_audio_minutes", "api_key", "cors_origins",
     "ssl_certfile", "ssl_keyfile",
     "stt_port", "vosk_port", "captions_port", "pcm_input", "wyoming_port", "wyoming_zeroconf",

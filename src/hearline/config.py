@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # used by the live sessions whose language and task it supports; finals always come from the session's
     # own model.  None: partials from the session's model.
     partial_model: str | None = None
+    # How a live final's encoder sees its utterance (Whisper): "short", the utterance and some silence, as partial
+    # drafts are, then decoded whole (the 30 s window's fixed encoder cost was most of a final's latency);
+    # "full", a 30 s window, as offline transcription has.  bench/live.py --final-window prints both.
+    live_final_window: Literal["full", "short"] = "short"
     drain_timeout: float = 30.0  # seconds a SIGTERM waits for live sessions' finals before stopping
 
     # -- REST --

@@ -1,7 +1,8 @@
 """Draft windows (``TranscribeOptions.draft``, live partial passes) on real Whisper base and real speech.
 
 A draft is encoded with its audio and ten seconds of silence instead of a 30 s window and may write a bounded
-number of tokens; a final is neither.  Measured with ``python -m pytest tests/engines/test_faster_whisper_draft.py
+number of tokens; a final is neither, but may be encoded as short (``short_window``, ``--live-final-window
+short``) and is then still decoded whole.  Measured with ``python -m pytest tests/engines/test_faster_whisper_draft.py
 -s`` (printed): draft WER 0.000 vs full windows 0.000 on these clips; ``python bench/whisper_draft.py`` over every
 English reference clip: 0.084 vs 0.087 (base), 0.080 vs 0.064 (tiny.en) at 0.59 and 0.63 of the time.
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
 
-import numpy as np
 import pytest
 
 from hearline.audio.decode import decode_audio
@@ -22,6 +21,7 @@ from hearline.engines.faster_whisper import FasterWhisperEngine
 from hearline.engines.faster_whisper.draft import DRAFT_PAD_FRAMES, draft_tokens, encoded_frames
 from hearline.models.resolve import load_engine, resolve_model
 from tests.helpers.corpus import clip, wer
+from tests.helpers.whisper_calls import WhisperCalls
 
 ENGLISH = ["en_fw_jfk", "en_ljspeech_LJ001-0001", "en_librivox_sense_and_sensibility_01_0880"]
 PARTIAL = TranscribeOptions(language="en", beam_size=1, fallback=False, word_timestamps=True, vad_filter=False)
@@ -40,49 +40,22 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FasterWhisperEn
     loaded.close()
 
 
-class _Recorder:
-    """Stands between faster-whisper and its CTranslate2 model to see what each call was given."""
-
-    def __init__(self, engine: FasterWhisperEngine) -> None:
-        self.engine, self.real = engine, engine.model.model
-        self.encoded: list[int] = []  # input frames of each encode
-        self.max_lengths: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def encode(self, features: Any, *args: Any, **kwargs: Any) -> Any:
-        self.encoded.append(np.asarray(features).shape[-1])
-        return self.real.encode(features, *args, **kwargs)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        self.max_lengths.append(kwargs["max_length"])
-        return self.real.generate(*args, **kwargs)
-
-    def __enter__(self) -> _Recorder:
-        self.engine.model.model = self
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.engine.model.model = self.real
-
-
 def test_the_encoder_input_and_token_limits() -> None:
-    assert encoded_frames(300, draft=False) == 3000  # a final: a full window whatever its length
-    assert encoded_frames(50, draft=True) == 1500 and encoded_frames(300, draft=True) == 1500
-    assert encoded_frames(501, draft=True) == 2000 and encoded_frames(2100, draft=True) == 3000
-    assert encoded_frames(50, draft=True) - 50 >= DRAFT_PAD_FRAMES  # never less silence than that
+    assert encoded_frames(300, short=False) == 3000  # a final: a full window whatever its length
+    assert encoded_frames(50, short=True) == 1500 and encoded_frames(300, short=True) == 1500
+    assert encoded_frames(501, short=True) == 2000 and encoded_frames(2100, short=True) == 3000
+    assert encoded_frames(50, short=True) - 50 >= DRAFT_PAD_FRAMES  # never less silence than that
     assert draft_tokens(50) == draft_tokens(500) < draft_tokens(501) < draft_tokens(3000)
 
 
 def test_drafts_read_as_well_as_full_windows_from_a_shorter_encode(engine: FasterWhisperEngine) -> None:
     audios = [decode_audio(clip(c).path) for c in ENGLISH]
     refs = [clip(c).text or "" for c in ENGLISH]
-    with _Recorder(engine) as seen:
+    with WhisperCalls(engine) as seen:
         drafts = [engine.transcribe(a, DRAFT) for a in audios]  # a draft transcribe takes the window path
         full = [engine.transcribe(a, PARTIAL) for a in audios]
     draft_encodes = seen.encoded[: len(audios)]
-    assert draft_encodes == [encoded_frames(a.size // 160, draft=True) for a in audios]
+    assert draft_encodes == [encoded_frames(a.size // 160, short=True) for a in audios]
     assert all(frames < 3000 for frames in draft_encodes) and 3000 in seen.encoded[len(audios) :]
     draft_wer, full_wer = wer(refs, [t.text for t in drafts]), wer(refs, [t.text for t in full])
     print(f"draft WER {draft_wer:.3f} vs full windows {full_wer:.3f}; draft encoder input {draft_encodes}")
@@ -94,7 +67,7 @@ def test_drafts_read_as_well_as_full_windows_from_a_shorter_encode(engine: Faste
 
 def test_a_draft_writes_a_bounded_number_of_tokens(engine: FasterWhisperEngine) -> None:
     audio = decode_audio(clip("en_fw_jfk").path)[:8000]  # half a second: "And so"
-    with _Recorder(engine) as seen:
+    with WhisperCalls(engine) as seen:
         engine.decode_windows([WindowRequest(audio, DRAFT)])
         engine.decode_windows([WindowRequest(audio, PARTIAL)])
     draft_length, full_length = seen.max_lengths
@@ -109,3 +82,37 @@ def test_a_drafts_text_does_not_depend_on_its_batch(engine: FasterWhisperEngine)
         [WindowRequest(long, DRAFT), WindowRequest(short, DRAFT), WindowRequest(long, PARTIAL)]
     )
     assert mixed[1].text == alone.text and "country" in mixed[0].text and "country" in mixed[2].text
+
+
+FINAL = TranscribeOptions(language="en", word_timestamps=True)  # beam 5, fallback, the engine's VAD
+SHORT_FINAL = dataclasses.replace(FINAL, short_window=True)
+
+
+def test_a_short_window_final_is_encoded_short_but_decoded_whole(engine: FasterWhisperEngine) -> None:
+    """No token limit and the full search: only the encoder's input is a draft's."""
+    audios = [decode_audio(clip(c).path) for c in ENGLISH]
+    refs = [clip(c).text or "" for c in ENGLISH]
+    short, full = [], []
+    for audio in audios:
+        with WhisperCalls(engine) as seen:
+            short.append(engine.transcribe(audio, SHORT_FINAL))
+        assert seen.encoded[0] < 3000 and seen.max_lengths and set(seen.max_lengths) == {448}
+        with WhisperCalls(engine) as seen:
+            full.append(engine.transcribe(audio, FINAL))
+        assert seen.encoded[0] == 3000
+    short_wer, full_wer = wer(refs, [t.text for t in short]), wer(refs, [t.text for t in full])
+    print(f"short-window final WER {short_wer:.3f} vs full windows {full_wer:.3f}")
+    assert short_wer <= full_wer + DRAFT_MARGIN
+    assert all(t.words for t in short)
+
+
+def test_a_short_window_final_that_fails_the_thresholds_is_decoded_as_offline(
+    engine: FasterWhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its temperature fallback is the long-form loop's, over a full window (not the short window again)."""
+    monkeypatch.setitem(engine.defaults, "log_prob_threshold", 0.0)  # every decode now looks wrong
+    audio = decode_audio(clip("en_fw_jfk").path)
+    with WhisperCalls(engine) as seen:
+        transcript = engine.transcribe(audio, SHORT_FINAL)
+    assert seen.encoded[0] < 3000 and 3000 in seen.encoded[1:], seen.encoded
+    assert "country" in transcript.text.lower()

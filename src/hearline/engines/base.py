@@ -81,6 +81,9 @@ class TranscribeOptions:
     # A draft pass (a live partial, redone every step, only its agreed prefix kept): the engine may trade a
     # little accuracy for speed (Whisper: the encoder sees the audio and some silence, not a full 30 s window).
     draft: bool = False
+    # A clip that fits one window is encoded as drafts are (its audio and some silence), but decoded in full:
+    # a live final under ``--live-final-window short``.
+    short_window: bool = False
 
 
 #: One decoding window of a re-decoding engine (Whisper's 30 s): the most a batched window decode takes.

@@ -156,7 +156,8 @@ class LocalAgreementPolicy(Policy):
 
     def final_job(self, audio: np.ndarray, start_sample: int, sound_end: int | None = None) -> FinalJob:
         """A fresh full-quality pass over the whole utterance (the client's beam, temperature fallback, word
-        times, the engine's no-speech guards), so the final is the offline text of that utterance.
+        times, the engine's no-speech guards), so the final reads as the offline text of that utterance (the
+        encoder may see a shorter window: ``short_window``).
 
         It decodes up to ``FINAL_TAIL_S`` after the last sound: a final prepared in a pause and one computed
         at the endpoint see the same audio and give the same text.  It needs nothing of the policy.
@@ -176,6 +177,7 @@ class LocalAgreementPolicy(Policy):
             # a batching engine cuts it before the batch (``window_request``), so finals batch too.
             vad_filter=self._options.vad_filter,
             hotwords=self._options.hotwords,
+            short_window=self._options.short_window,
         )
 
         def run() -> Result:

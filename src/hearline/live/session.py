@@ -129,7 +129,12 @@ class LiveSession(SessionInput, SessionDecoder):
             raise RuntimeError("session already started")
         engine = await self.pool.get(self.model)
         opts = self.options
-        transcribe_options = TranscribeOptions(language=opts.language, task=opts.task, prompt=opts.prompt)
+        transcribe_options = TranscribeOptions(
+            language=opts.language,
+            task=opts.task,
+            prompt=opts.prompt,
+            short_window=self.pool.settings.live_final_window == "short",
+        )
         engine.check_options(transcribe_options)
         loop = asyncio.get_running_loop()
         if opts.vad:

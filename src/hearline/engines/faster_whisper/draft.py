@@ -7,7 +7,10 @@
 * Decoded to at most ``draft_tokens``: a draft that loops ("....", a phrase again and again) would otherwise
   run to Whisper's 448 tokens, seconds of a live session's time.
 
-Finals never are drafts: they see full windows, as offline transcription does.
+Finals never are drafts.  A live final is encoded as a draft is (``TranscribeOptions.short_window``, unless
+the server runs with ``--live-final-window full``), but decoded whole: no token limit, continued where its
+decode stopped, its temperature fallback the long-form loop's; offline transcription sees full windows.
+``bench/whisper_draft.py --final`` prints what the shorter encode does to accuracy and time.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ DRAFT_TOKENS = 16
 DRAFT_TOKENS_PER_S = 15
 
 
-def encoded_frames(frames: int, draft: bool, full: int = 3000) -> int:
-    """Mel frames the encoder sees for a window of ``frames`` content frames: ``full`` (30 s), or for a draft
-    its audio and ``DRAFT_PAD_FRAMES`` of silence, rounded up to ``DRAFT_STEP_FRAMES``."""
-    if not draft:
+def encoded_frames(frames: int, short: bool, full: int = 3000) -> int:
+    """Mel frames the encoder sees for a window of ``frames`` content frames: ``full`` (30 s), or for a short
+    window (a draft) its audio and ``DRAFT_PAD_FRAMES`` of silence, rounded up to ``DRAFT_STEP_FRAMES``."""
+    if not short:
         return full
     return min(full, -(-(frames + DRAFT_PAD_FRAMES) // DRAFT_STEP_FRAMES) * DRAFT_STEP_FRAMES)
 

@@ -176,7 +176,8 @@ class FasterWhisperEngine(Engine):
         if self._closed.is_set():
             raise EngineError(f"model {self.name!r} has been unloaded")
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        if options.draft and (request := self.window_request(audio, options)) is not None:
+        short = options.draft or options.short_window
+        if short and (request := self.window_request(audio, options)) is not None:
             draft = self.decode_windows([request])[0]  # only the window decode can shorten the encoder's input
             if on_segment is not None:
                 for segment in draft.segments:

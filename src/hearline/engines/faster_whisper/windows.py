@@ -148,7 +148,8 @@ def _decode(engine: FasterWhisperEngine, windows: list[_Window]) -> None:
         mel = model.feature_extractor(window.audio)
         window.frames = min(mel.shape[-1] - 1, full)
         window.mel = mel[:, : window.frames]
-        groups.setdefault(encoded_frames(window.frames, window.options.draft, full), []).append(window)
+        short = window.options.draft or window.options.short_window
+        groups.setdefault(encoded_frames(window.frames, short, full), []).append(window)
     for length, group in groups.items():
         _decode_group(engine, group, length)
 
@@ -276,8 +277,8 @@ def _generate(engine: FasterWhisperEngine, windows: list[_Window], encoder_outpu
         if needs_fallback and len(temperatures) > 1:
             logger.debug("window fails the thresholds (cr %.2f, logprob %.2f): decoding it alone",
                          compression_ratio, avg_logprob)  # fmt: skip
-            window.result = engine.transcribe(
-                window.audio, dataclasses.replace(window.options, vad_filter=False, draft=False)
+            window.result = engine.transcribe(  # the long-form loop with its temperature fallback, a full window
+                window.audio, dataclasses.replace(window.options, vad_filter=False, draft=False, short_window=False)
             )
             continue
         if ns_limit is not None and no_speech > ns_limit and not (lp_limit is not None and avg_logprob > lp_limit):
@@ -369,7 +370,14 @@ def _finish(engine: FasterWhisperEngine, window: _Window) -> Transcript:
         rest = engine.transcribe(
             window.audio[start:],
             dataclasses.replace(
-                window.options, language=window.language, prompt=context or None, vad_filter=False, draft=False
+                window.options,
+                language=window.language,
+                prompt=context or None,
+                vad_filter=False,
+                draft=False,
+                # a short window's rest is a shorter short window; a rest that is the whole clip again (nothing
+                # decoded) takes the long-form loop, so this never repeats itself
+                short_window=window.options.short_window and start > 0,
             ),
         )
         logger.debug("window continued at %.2f s: %d more segments", offset, len(rest.segments))

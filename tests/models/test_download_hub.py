@@ -19,6 +19,7 @@ from hearline.models.download import (
     ModelUnavailable,
     RemoteNotFound,
 )
+from hearline.models.pool import ModelPool
 from hearline.models.registry import all_entries
 from hearline.models.resolve import FASTER_WHISPER, hub_entry, load_engine, resolve_model
 from tests.helpers.corpus import clip
@@ -149,29 +150,36 @@ def test_unknown_hub_repository_is_remote_not_found(hub: HubServer, tmp_path: Pa
     assert leftovers(settings.model_dir) == []
 
 
-def test_engine_download_on_load_is_atomic_and_follows_auto_download(
+async def test_first_use_download_is_the_pools_atomic_and_follows_auto_download(
     hub: HubServer, repo_files: dict, tmp_path: Path
 ) -> None:
-    """Loading a missing faster-whisper model outside the pool downloads through the same atomic pull."""
+    """A missing faster-whisper model is fetched by the pool before it loads, through the one atomic pull (the
+    engine itself only looks for files)."""
     hub.add_repo(HUB_REPO, repo_files)
     model_bin = hub.lfs_path(repo_files["model.bin"])
     hub.cdn.state.broken[model_bin] = 503
     settings = settings_with(tmp_path, {}, threads=1)
-    with pytest.raises(ModelUnavailable, match="download failed"):
-        load_engine(resolve_model("tiny", settings), settings)
-    assert not (settings.model_dir / "faster-whisper-tiny").exists()  # no directory without model.bin
-    assert leftovers(settings.model_dir) == []
+    pool = ModelPool(settings)
+    try:
+        with pytest.raises(ModelUnavailable, match="downloading it failed"):
+            await pool.get("tiny")
+        assert not (settings.model_dir / "faster-whisper-tiny").exists()  # no directory without model.bin
+        assert leftovers(settings.model_dir) == []
 
-    requests = len(hub.state.requests)
-    no_auto = settings_with(tmp_path, {}, auto_download=False)
-    with pytest.raises(ModelFilesMissing, match="downloads on first use are off") as info:
-        load_engine(resolve_model("tiny", no_auto), no_auto)
-    assert not isinstance(info.value, ModelUnavailable) and len(hub.state.requests) == requests
+        requests = len(hub.state.requests)
+        no_auto = ModelPool(settings_with(tmp_path, {}, auto_download=False))
+        try:
+            with pytest.raises(ModelFilesMissing, match="downloads on first use are off") as info:
+                await no_auto.get("tiny")
+        finally:
+            await no_auto.close()
+        assert not isinstance(info.value, ModelUnavailable) and len(hub.state.requests) == requests
 
-    hub.cdn.state.broken.clear()
-    engine = load_engine(resolve_model("tiny", settings), settings)
-    engine.close()
-    assert (settings.model_dir / "faster-whisper-tiny" / "model.bin").read_bytes() == repo_files["model.bin"]
+        hub.cdn.state.broken.clear()
+        await pool.get("tiny")
+        assert (settings.model_dir / "faster-whisper-tiny" / "model.bin").read_bytes() == repo_files["model.bin"]
+    finally:
+        await pool.close()
 
 
 def test_hub_snapshot_is_verified_against_the_hubs_checksums(hub: HubServer, repo_files: dict, tmp_path: Path) -> None:

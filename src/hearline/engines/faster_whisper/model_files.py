@@ -1,6 +1,7 @@
-"""Where a faster-whisper model's files are: hub names, directories under ``model_dir``, the HF cache, download.
+"""Where a faster-whisper model's files are: hub names, directories under ``model_dir``, the HF cache.
 
-Kept apart from the engine so finding (and, when allowed, fetching) a model never needs CTranslate2.
+Kept apart from the engine so finding a model never needs CTranslate2.  Fetching one is the pool's job
+(``hearline.models.download``), done before the engine loads: this module only looks.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _expected_message(name: str, searched: list[str], reason: str) -> str:
 
 
 def locate_model(name: str, path: Path | None, settings: Settings, repo: str | None = None) -> Path:
-    """The directory holding model ``name``, downloading it only when allowed.
+    """The directory holding model ``name`` (its path, the model dir, the Hugging Face cache).
 
     Raises ModelFilesMissing naming the files and the command that fetches them.
     """
@@ -133,27 +134,11 @@ def locate_model(name: str, path: Path | None, settings: Settings, repo: str | N
     except (LocalEntryNotFoundError, OSError) as exc:
         logger.debug("%s not in the Hugging Face cache: %s", repo, exc)
 
+    # Downloads are the pool's (models/pool.py, before the engine loads): here the files are only looked for.
     if hub_offline(settings):
-        raise ModelFilesMissing(_expected_message(name, searched, "offline"))
-    if not settings.auto_download:
-        raise ModelFilesMissing(_expected_message(name, searched, "and downloads on first use are off"))
-
-    target = model_dir / f"faster-whisper-{short_name(name)}"
-    logger.info("downloading %s from the Hugging Face hub into %s", repo, target)
-    from hearline.models.catalog import FASTER_WHISPER, ModelEntry
-    from hearline.models.download import DownloadError, ModelUnavailable, OfflineMode, pull
-
-    entry = ModelEntry(name=name, engine=FASTER_WHISPER, repo=repo, dir=target.name, source="hub")
-    try:
-        # the models' own downloader: atomic (a failed download leaves no partial model directory),
-        # locked against a concurrent pull, HF_ENDPOINT read per call
-        pull(entry, settings)
-    except OfflineMode as exc:
-        raise ModelFilesMissing(_expected_message(name, searched, "offline")) from exc
-    except DownloadError as exc:
-        reason = f"and the download failed ({exc})"
-        raise ModelUnavailable(_expected_message(name, searched, reason), name) from exc
-    missing = missing_files(target)
-    if missing:
-        raise ModelFilesMissing(f"download of {repo} into {target} is incomplete: missing {', '.join(missing)}")
-    return target
+        reason = "offline"
+    elif not settings.auto_download:
+        reason = "and downloads on first use are off"
+    else:
+        reason = "(not installed; downloads happen before a model loads)"
+    raise ModelFilesMissing(_expected_message(name, searched, reason))

@@ -221,20 +221,32 @@ async def test_a_live_final_is_admitted_ahead_of_queued_uploads() -> None:
     assert order == ["final", "upload 0", "upload 1", "upload 2"]
 
 
-async def test_retry_after_follows_the_pace_jobs_really_end_at() -> None:
-    """Eight places sharing two cores: each job reports 0.4 s in its place, yet they end one at a time, 0.1 s apart."""
-    gate = PriorityGate(8)
-    for _ in range(8):
+@pytest.mark.parametrize(
+    ("places", "job_s", "low", "high"),
+    [
+        # eight places sharing two cores: each job held its place 0.4 s, yet they ended one at a time; the eight
+        # still queued drain one per 0.1 s, not eight per 0.4 s (which would say 0.45 s for all nine)
+        (8, 0.4, 0.9, 9 * 0.4),
+        # two places whose jobs each held 2 s but ended 0.1 s apart (more places than ``capacity`` says, before
+        # a resize): the pace, not 2 s over two places
+        (2, 2.0, 0.3, 3 * 1.0),
+    ],
+)
+async def test_retry_after_follows_the_pace_jobs_really_end_at(
+    places: int, job_s: float, low: float, high: float
+) -> None:
+    """Four jobs end 0.1 s apart while others queue: a refusal's wait is the queue at that pace."""
+    gate = PriorityGate(places)
+    for _ in range(places):
         await gate.acquire()
-    queued = [asyncio.create_task(gate.acquire()) for _ in range(12)]
-    await until(lambda: gate.waiting == 12, 10, "twelve queued")
+    queued = [asyncio.create_task(gate.acquire()) for _ in range(places + 4)]
+    await until(lambda: gate.waiting == places + 4, 10, "queued")
     for _ in range(4):
         await asyncio.sleep(0.1)
         gate.release()
-        gate.observe(0.4)
-    # eight still queued: they drain one per 0.1 s or slower, not eight per 0.4 s (0.45 s for all nine)
-    assert gate.waiting == 8
-    assert gate.expected_wait() >= (8 + 1) * 0.1
+        gate.observe(job_s)
+    assert gate.waiting == places
+    assert low <= gate.expected_wait() < high
     for task in queued:
         task.cancel()
     await asyncio.gather(*queued, return_exceptions=True)
@@ -301,22 +313,3 @@ async def test_uploads_leave_a_replica_to_live_finals_while_sessions_use_the_mod
     finally:
         unblock.set()
         await pool.close()
-
-
-async def test_retry_after_is_the_pace_even_when_each_job_is_long() -> None:
-    """Jobs that each held their place 2 s but ended 0.1 s apart (places that were more than ``capacity``
-    says, before a resize): the queue drains at that pace, not at 2 s over the places."""
-    gate = PriorityGate(2)
-    for _ in range(2):
-        await gate.acquire()
-    queued = [asyncio.create_task(gate.acquire()) for _ in range(6)]
-    await until(lambda: gate.waiting == 6, 10, "six queued")
-    for _ in range(4):
-        await asyncio.sleep(0.1)
-        gate.release()
-        gate.observe(2.0)
-    assert gate.waiting == 2
-    assert 3 * 0.1 <= gate.expected_wait() < 3 * 1.0
-    for task in queued:
-        task.cancel()
-    await asyncio.gather(*queued, return_exceptions=True)

@@ -1,5 +1,6 @@
 """server/live_socket.py: the frame limit on every binary live door (a frame over 1 MiB is an error in the
-door's shape and is dropped, the session goes on to its final, and memory stays bounded), and the one sender.
+door's shape and is dropped, the session goes on to its final, and memory stays bounded), the one sender, and
+admission counting a session until it has closed.
 
 The shared PocketSphinx server on a real port; real ``websockets`` clients.
 """
@@ -10,14 +11,25 @@ import asyncio
 import contextlib
 import json
 import resource
+from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hearline.server.live_socket import MAX_AUDIO_FRAME_BYTES, SocketSender
+from hearline.config import Settings
+from hearline.live.session import LiveOptions, LiveSession
+from hearline.models.pool import ModelPool
+from hearline.server.live_socket import (
+    MAX_AUDIO_FRAME_BYTES,
+    CountedSession,
+    SessionLimit,
+    SocketSender,
+    admission_error,
+)
 from tests.helpers.corpus import pcm16
 from tests.helpers.doors import run_session, updates_of, webm_chunks
 from tests.helpers.server import ServerThread
@@ -150,3 +162,30 @@ async def test_sender_writes_one_frame_at_a_time_and_reports_a_gone_client() -> 
     finally:
         server.stop()
     assert results == [True] * 20 + [False] * 3 + [True]
+
+
+async def test_a_closing_session_counts_against_max_sessions_until_it_has_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its last job may still be running: a new session is admitted once it is gone, as the metrics count it."""
+    pool = ModelPool(Settings.load(model_dir=tmp_path / "models", model="pocketsphinx", max_sessions=1))
+    closing, original = asyncio.Event(), LiveSession.close
+
+    async def slow_close(self: LiveSession) -> None:
+        await closing.wait()  # a job still running in a worker thread
+        await original(self)
+
+    monkeypatch.setattr(LiveSession, "close", slow_close)
+    try:
+        session = CountedSession(pool, None, LiveOptions(language="en"), door="stt")
+        await session.start()
+        assert isinstance(admission_error(pool, pool.settings), SessionLimit)
+        close = asyncio.create_task(session.close())
+        await asyncio.sleep(0.1)
+        assert isinstance(admission_error(pool, pool.settings), SessionLimit)  # still closing
+        closing.set()
+        await close
+        assert admission_error(pool, pool.settings) is None
+    finally:
+        closing.set()
+        await pool.close()

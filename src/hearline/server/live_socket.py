@@ -275,12 +275,13 @@ class CountedSession(LiveSession):
         await socket.close(SESSION_LIMIT_CLOSE_CODE, reason)
 
     async def close(self) -> None:
-        self.pool.live_sessions.discard(self)
         if self._expiry is not None and self._expiry is not asyncio.current_task():
             self._expiry.cancel()
         try:
             await super().close()
         finally:
+            # counted against --max-sessions until its last job has ended, as the metrics count it
+            self.pool.live_sessions.discard(self)
             if self._counted and self.pool.metrics is not None:
                 self._counted = False
                 self.pool.metrics.session_closed(self)

@@ -15,6 +15,8 @@ decode stopped, its temperature fallback the long-form loop's; offline transcrip
 
 from __future__ import annotations
 
+from hearline.engines.base import TranscribeOptions
+
 #: Silence a draft window is encoded with after its audio (mel frames, 100 per second) ...
 DRAFT_PAD_FRAMES = 1000
 #: ... rounded up to a multiple of this, so drafts of similar length share an encode.
@@ -23,6 +25,11 @@ DRAFT_STEP_FRAMES = 500
 #: encode, so drafts that share an encode share a ``generate``).  Fast speech stays under 8 a second.
 DRAFT_TOKENS = 16
 DRAFT_TOKENS_PER_S = 15
+
+
+def short_encode(options: TranscribeOptions) -> bool:
+    """Whether the encoder sees a short window for ``options``: a draft, or a live final's ``short_window``."""
+    return options.draft or options.short_window
 
 
 def encoded_frames(frames: int, short: bool, full: int = 3000) -> int:

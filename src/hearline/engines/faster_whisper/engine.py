@@ -32,6 +32,7 @@ from hearline.engines.base import (
     UnsupportedOption,
     join_text,
 )
+from hearline.engines.faster_whisper.draft import short_encode
 from hearline.engines.faster_whisper.model_files import locate_model
 from hearline.engines.faster_whisper.options import FALLBACK_TEMPERATURES, read_defaults
 from hearline.engines.faster_whisper.segments import _convert
@@ -176,8 +177,7 @@ class FasterWhisperEngine(Engine):
         if self._closed.is_set():
             raise EngineError(f"model {self.name!r} has been unloaded")
         audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        short = options.draft or options.short_window
-        if short and (request := self.window_request(audio, options)) is not None:
+        if short_encode(options) and (request := self.window_request(audio, options)) is not None:
             draft = self.decode_windows([request])[0]  # only the window decode can shorten the encoder's input
             if on_segment is not None:
                 for segment in draft.segments:

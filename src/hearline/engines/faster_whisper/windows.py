@@ -41,7 +41,7 @@ from hearline.engines.base import (
     WindowRequest,
     join_text,
 )
-from hearline.engines.faster_whisper.draft import draft_tokens, encoded_frames
+from hearline.engines.faster_whisper.draft import draft_tokens, encoded_frames, short_encode
 from hearline.engines.faster_whisper.segments import _convert
 from hearline.engines.faster_whisper.speech import restore
 from hearline.engines.guards import LoopGuard
@@ -148,8 +148,7 @@ def _decode(engine: FasterWhisperEngine, windows: list[_Window]) -> None:
         mel = model.feature_extractor(window.audio)
         window.frames = min(mel.shape[-1] - 1, full)
         window.mel = mel[:, : window.frames]
-        short = window.options.draft or window.options.short_window
-        groups.setdefault(encoded_frames(window.frames, short, full), []).append(window)
+        groups.setdefault(encoded_frames(window.frames, short_encode(window.options), full), []).append(window)
     for length, group in groups.items():
         _decode_group(engine, group, length)
 
